@@ -1,0 +1,248 @@
+"""The AuthorityScope resource: what an agent bound to it may do."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from agent_identity import API_VERSION
+from agent_identity.api.agent import MAX_TOKEN_TTL, MIN_TOKEN_TTL
+from agent_identity.api.common import (
+    CEL_RULES,
+    Condition,
+    LabelSelector,
+    Model,
+    ObjectMeta,
+    ToolPattern,
+    cel,
+)
+
+DEFAULT_MAX_TOKEN_TTL = 3600
+RBAC_VERBS = (
+    "get",
+    "list",
+    "watch",
+    "create",
+    "update",
+    "patch",
+    "delete",
+    "deletecollection",
+    "*",
+)
+
+
+class PolicyRule(Model):
+    """A Kubernetes RBAC PolicyRule, granted in the agent's namespace through a Role."""
+
+    model_config = {
+        "json_schema_extra": {
+            CEL_RULES: [
+                cel(
+                    "self.verbs.all(v, v != '*' || self.verbs.size() == 1)",
+                    "rules[].verbs: '*' already means every verb; list it alone",
+                )
+            ]
+        }
+    }
+
+    api_groups: list[str] = Field(
+        default_factory=list,
+        max_length=32,
+        description="API groups of the resources; \"\" is the core group.",
+    )
+    resources: list[str] = Field(
+        min_length=1,
+        max_length=64,
+        description="Resources the rule applies to, e.g. deployments or pods/log.",
+    )
+    verbs: list[str] = Field(
+        min_length=1,
+        max_length=16,
+        description="Verbs allowed on the resources, e.g. get, list, patch.",
+    )
+    resource_names: list[str] = Field(
+        default_factory=list, max_length=64, description="Optional allow-list of object names."
+    )
+
+    @field_validator("verbs")
+    @classmethod
+    def _verbs_non_empty(cls, verbs: list[str]) -> list[str]:
+        if any(not v for v in verbs):
+            raise ValueError("rules[].verbs must not contain empty strings")
+        if "*" in verbs and len(verbs) > 1:
+            raise ValueError("rules[].verbs: '*' already means every verb; list it alone")
+        return verbs
+
+    @field_validator("resources")
+    @classmethod
+    def _resources_non_empty(cls, resources: list[str]) -> list[str]:
+        if any(not r for r in resources):
+            raise ValueError("rules[].resources must not contain empty strings")
+        return resources
+
+
+class ToolRules(Model):
+    """Tool/action patterns: deny always wins over allow."""
+
+    allow: list[ToolPattern] = Field(
+        default_factory=list,
+        max_length=256,
+        description="Patterns of actions the agent may take, e.g. github.pulls.*.",
+    )
+    deny: list[ToolPattern] = Field(
+        default_factory=list,
+        max_length=256,
+        description="Patterns of actions that are always denied, e.g. github.admin.**.",
+    )
+
+
+class Constraint(Model):
+    """A CEL condition that must hold for the named tools to be allowed."""
+
+    tools: list[ToolPattern] = Field(
+        min_length=1, max_length=64, description="Patterns of the actions this constraint guards."
+    )
+    when: str = Field(
+        min_length=1,
+        max_length=4096,
+        description="CEL over subject, action, resource, context and request; must be true.",
+    )
+    message: str | None = Field(
+        default=None, max_length=1024, description="Shown to the caller when the constraint fails."
+    )
+
+
+class EgressPeer(Model):
+    """A destination agents may reach: a CIDR, or pods/namespaces by label."""
+
+    model_config = {
+        "json_schema_extra": {
+            CEL_RULES: [
+                cel(
+                    "has(self.cidr) != (has(self.namespaceSelector) || has(self.podSelector))",
+                    "network.egress[].to[]: set either cidr or namespaceSelector/podSelector",
+                )
+            ]
+        }
+    }
+
+    cidr: str | None = Field(default=None, description="An IP block, e.g. 10.20.0.0/16.")
+    except_: list[str] = Field(
+        default_factory=list, alias="except", description="CIDRs inside cidr to exclude."
+    )
+    namespace_selector: LabelSelector | None = Field(
+        default=None, description="Namespaces whose pods may be reached."
+    )
+    pod_selector: LabelSelector | None = Field(default=None, description="Pods that may be reached.")
+
+    @field_validator("cidr")
+    @classmethod
+    def _cidr_valid(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ipaddress.ip_network(value, strict=False)
+            except ValueError as exc:
+                raise ValueError(
+                    f"network.egress[].to[].cidr {value!r} is not a CIDR such as 10.20.0.0/16"
+                ) from exc
+        return value
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> EgressPeer:
+        if (self.cidr is not None) == (
+            self.namespace_selector is not None or self.pod_selector is not None
+        ):
+            raise ValueError(
+                "network.egress[].to[]: set either cidr or namespaceSelector/podSelector"
+            )
+        return self
+
+
+class EgressPort(Model):
+    """A port (or range) agents may reach."""
+
+    port: int | None = Field(default=None, ge=1, le=65535, description="Port number.")
+    end_port: int | None = Field(
+        default=None, ge=1, le=65535, description="End of a port range starting at port."
+    )
+    protocol: Literal["TCP", "UDP", "SCTP"] = Field(default="TCP", description="TCP, UDP or SCTP.")
+
+
+class EgressRule(Model):
+    """Destinations and ports reachable together."""
+
+    to: list[EgressPeer] = Field(
+        default_factory=list, max_length=64, description="Destinations; empty means anywhere."
+    )
+    ports: list[EgressPort] = Field(
+        default_factory=list, max_length=64, description="Ports; empty means every port."
+    )
+
+
+class NetworkSpec(Model):
+    """Network egress the agent's pods may use besides DNS and the decision API."""
+
+    egress: list[EgressRule] = Field(
+        default_factory=list, max_length=64, description="Allowed egress; empty allows none."
+    )
+
+
+class AuthorityScopeSpec(Model):
+    """A reusable grant of authority; every field is optional and empty grants nothing."""
+
+    rules: list[PolicyRule] = Field(
+        default_factory=list, max_length=64, description="Kubernetes RBAC rules, via a Role."
+    )
+    tools: ToolRules = Field(default_factory=ToolRules, description="Tool allow/deny patterns.")
+    sensitive: list[ToolPattern] = Field(
+        default_factory=list,
+        max_length=256,
+        description="Actions allowed only with a live approval, e.g. deploy.production.",
+    )
+    constraints: list[Constraint] = Field(
+        default_factory=list,
+        max_length=64,
+        description="CEL conditions an allowed tool must also meet.",
+    )
+    network: NetworkSpec = Field(default_factory=NetworkSpec, description="Network egress.")
+    max_token_ttl_seconds: int = Field(
+        default=DEFAULT_MAX_TOKEN_TTL,
+        ge=MIN_TOKEN_TTL,
+        le=MAX_TOKEN_TTL,
+        alias="maxTokenTTLSeconds",
+        description="Longest token lifetime an agent bound to this scope gets (default 3600).",
+    )
+
+
+class AuthorityScopeStatus(Model):
+    bound_agents: list[str] = Field(
+        default_factory=list, description="Names of the Agents bound to this scope."
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Ready.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    observed_generation: int | None = Field(
+        default=None, description="The .metadata.generation this status reflects."
+    )
+
+
+class AuthorityScope(Model):
+    """Authority an Agent can be bound to."""
+
+    KIND: ClassVar[str] = "AuthorityScope"
+    PLURAL: ClassVar[str] = "authorityscopes"
+    ROOT_RULES: ClassVar[list[dict[str, str]]] = []
+
+    api_version: Literal["agentidentity.io/v1alpha1"] = API_VERSION  # type: ignore[assignment]
+    kind: Literal["AuthorityScope"] = "AuthorityScope"
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: AuthorityScopeSpec = Field(default_factory=AuthorityScopeSpec)
+    status: AuthorityScopeStatus = Field(default_factory=AuthorityScopeStatus)
+
+    @classmethod
+    def parse(cls, body: dict[str, Any]) -> AuthorityScope:
+        return cls.model_validate(body)

@@ -1,0 +1,1 @@
+"""Command-line entry points: `agent-identity` and the kubectl plugin `kubectl-agent`."""

@@ -1,0 +1,13 @@
+"""Loads the integration fixtures of every part of the product (tests/fixtures/*.py)."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from pathlib import Path
+
+_FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+
+for _info in sorted(pkgutil.iter_modules([str(_FIXTURES)]), key=lambda i: i.name):
+    _module = importlib.import_module(f"tests.fixtures.{_info.name}")
+    globals().update({k: v for k, v in vars(_module).items() if not k.startswith("_")})
