@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
+from pydantic.config import JsonDict
 
 from agent_identity import API_VERSION
 from agent_identity.api.common import (
@@ -36,7 +37,7 @@ OWNER_HELP = (
 )
 
 
-class PlatformType(str, enum.Enum):
+class PlatformType(enum.StrEnum):
     KUBERNETES = "kubernetes"
     EXTERNAL = "external"
 
@@ -64,7 +65,8 @@ class Platform(Model):
         default=None,
         min_length=1,
         max_length=63,
-        description="The external platform, e.g. openai or bedrock; required when type is external.",
+        description="The external platform, e.g. openai or bedrock; required when type is "
+        "external.",
     )
     external_id: str | None = Field(
         default=None,
@@ -258,7 +260,7 @@ class Agent(Model):
 
     KIND: ClassVar[str] = "Agent"
     PLURAL: ClassVar[str] = "agents"
-    ROOT_RULES: ClassVar[list[dict[str, str]]] = [
+    ROOT_RULES: ClassVar[list[JsonDict]] = [
         cel(
             f"self.metadata.name.size() <= {MAX_AGENT_NAME}",
             f"metadata.name of an Agent must be at most {MAX_AGENT_NAME} characters (it becomes "

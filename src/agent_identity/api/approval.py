@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
+from pydantic.config import JsonDict
 
 from agent_identity import API_VERSION
 from agent_identity.api.common import (
@@ -135,7 +136,7 @@ class ApprovalPolicy(Model):
 
     KIND: ClassVar[str] = "ApprovalPolicy"
     PLURAL: ClassVar[str] = "approvalpolicies"
-    ROOT_RULES: ClassVar[list[dict[str, str]]] = []
+    ROOT_RULES: ClassVar[list[JsonDict]] = []
 
     api_version: Literal["agentidentity.io/v1alpha1"] = API_VERSION  # type: ignore[assignment]
     kind: Literal["ApprovalPolicy"] = "ApprovalPolicy"
@@ -148,14 +149,14 @@ class ApprovalPolicy(Model):
         return cls.model_validate(body)
 
 
-class ApprovalState(str, enum.Enum):
+class ApprovalState(enum.StrEnum):
     PENDING = "Pending"
     APPROVED = "Approved"
     DENIED = "Denied"
     EXPIRED = "Expired"
 
 
-class Verdict(str, enum.Enum):
+class Verdict(enum.StrEnum):
     APPROVE = "Approve"
     DENY = "Deny"
 
@@ -178,7 +179,9 @@ class ApprovalRequestSpec(Model):
 
     agent: LocalObjectReference = Field(description="The agent that asked.")
     agent_uid: str = Field(description="UID of the agent when it asked.")
-    action: str = Field(min_length=1, max_length=253, description="The action, e.g. deploy.production.")
+    action: str = Field(
+        min_length=1, max_length=253, description="The action, e.g. deploy.production."
+    )
     resource: ResourceRef = Field(description="The resource the action is on.")
     context: dict[str, Any] = Field(
         default_factory=dict,
@@ -210,8 +213,9 @@ class Grant(Model):
 
 
 class ApprovalRequestStatus(Model):
-    state: ApprovalState = Field(default=ApprovalState.PENDING, description="Pending, Approved, "
-                                 "Denied or Expired.")
+    state: ApprovalState = Field(
+        default=ApprovalState.PENDING, description="Pending, Approved, Denied or Expired."
+    )
     decisions: list[ApprovalDecision] = Field(
         default_factory=list, description="Decisions in the order they were made."
     )
@@ -228,7 +232,7 @@ class ApprovalRequest(Model):
 
     KIND: ClassVar[str] = "ApprovalRequest"
     PLURAL: ClassVar[str] = "approvalrequests"
-    ROOT_RULES: ClassVar[list[dict[str, str]]] = []
+    ROOT_RULES: ClassVar[list[JsonDict]] = []
 
     api_version: Literal["agentidentity.io/v1alpha1"] = API_VERSION  # type: ignore[assignment]
     kind: Literal["ApprovalRequest"] = "ApprovalRequest"

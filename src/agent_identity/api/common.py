@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
+from pydantic.config import JsonDict
 
 from agent_identity import GROUP
 from agent_identity.api.patterns import PATTERN_REGEX, pattern_error
@@ -32,9 +33,9 @@ OPERATOR_ACTOR = "system:agent-identity-operator"
 CEL_RULES = "x-kubernetes-validations"
 
 
-def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
+def cel(rule: str, message: str, field_path: str | None = None) -> JsonDict:
     """One CEL validation rule for the CRD schema."""
-    out = {"rule": rule, "message": message}
+    out: JsonDict = {"rule": rule, "message": message}
     if field_path:
         out["fieldPath"] = field_path
     return out
@@ -69,7 +70,7 @@ ToolPattern = Annotated[
 ]
 
 
-class LifecycleState(str, enum.Enum):
+class LifecycleState(enum.StrEnum):
     """The lifecycle state a person asks for in ``spec.lifecycle.state``."""
 
     ACTIVE = "Active"
@@ -78,7 +79,7 @@ class LifecycleState(str, enum.Enum):
     RETIRED = "Retired"
 
 
-class Phase(str, enum.Enum):
+class Phase(enum.StrEnum):
     """The effective phase in ``status.phase``, derived from conditions.
 
     ``Pending`` means not provisioned yet (or refused: no valid owner, a

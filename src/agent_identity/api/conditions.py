@@ -33,9 +33,7 @@ def set_condition(
     """A new list with ``type_`` set; the input is not modified."""
     previous = find(conditions, type_)
     transition = (
-        previous.last_transition_time
-        if previous is not None and previous.status == status
-        else now
+        previous.last_transition_time if previous is not None and previous.status == status else now
     )
     new = Condition(
         type=type_,

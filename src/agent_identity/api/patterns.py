@@ -16,6 +16,7 @@ Grammar (documented in docs and in the CRD field descriptions):
 
 from __future__ import annotations
 
+import itertools
 import re
 from functools import lru_cache
 
@@ -44,7 +45,7 @@ def pattern_error(pattern: str) -> str | None:
     for token in tokens:
         if not _TOKEN_RE.match(token):
             return f"segment {token!r} of {pattern!r} is not valid; use {PATTERN_HELP}"
-    for left, right in zip(tokens, tokens[1:], strict=False):
+    for left, right in itertools.pairwise(tokens):
         if left == right == "**":
             return f"{pattern!r} has '**.**'; one '**' already matches any depth"
     return None
@@ -95,9 +96,7 @@ def _covers(general: tuple[str, ...], specific: tuple[str, ...]) -> bool:
     if head == "**":
         # '**' matches zero segments, or absorbs the next segment of specific
         # (including a '*' or '**' of specific).
-        return _covers(general[1:], specific) or (
-            bool(specific) and _covers(general, specific[1:])
-        )
+        return _covers(general[1:], specific) or (bool(specific) and _covers(general, specific[1:]))
     if not specific:
         return False
     first = specific[0]

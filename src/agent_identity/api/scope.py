@@ -6,6 +6,7 @@ import ipaddress
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
+from pydantic.config import JsonDict
 
 from agent_identity import API_VERSION
 from agent_identity.api.agent import MAX_TOKEN_TTL, MIN_TOKEN_TTL
@@ -50,7 +51,7 @@ class PolicyRule(Model):
     api_groups: list[str] = Field(
         default_factory=list,
         max_length=32,
-        description="API groups of the resources; \"\" is the core group.",
+        description='API groups of the resources; "" is the core group.',
     )
     resources: list[str] = Field(
         min_length=1,
@@ -135,7 +136,9 @@ class EgressPeer(Model):
     namespace_selector: LabelSelector | None = Field(
         default=None, description="Namespaces whose pods may be reached."
     )
-    pod_selector: LabelSelector | None = Field(default=None, description="Pods that may be reached.")
+    pod_selector: LabelSelector | None = Field(
+        default=None, description="Pods that may be reached."
+    )
 
     @field_validator("cidr")
     @classmethod
@@ -235,7 +238,7 @@ class AuthorityScope(Model):
 
     KIND: ClassVar[str] = "AuthorityScope"
     PLURAL: ClassVar[str] = "authorityscopes"
-    ROOT_RULES: ClassVar[list[dict[str, str]]] = []
+    ROOT_RULES: ClassVar[list[JsonDict]] = []
 
     api_version: Literal["agentidentity.io/v1alpha1"] = API_VERSION  # type: ignore[assignment]
     kind: Literal["AuthorityScope"] = "AuthorityScope"

@@ -1,0 +1,1 @@
+"""Pure builders of an Agent's children: ServiceAccount, RBAC, NetworkPolicy, token volume."""
