@@ -48,6 +48,7 @@ run: binaries
 	bash hack/run.sh
 
 bench: binaries
+	$(BIN)/python -m pip install --quiet -e ".[test,bench]"
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean-cluster: $(STAMP)

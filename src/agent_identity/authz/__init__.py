@@ -1,0 +1,1 @@
+"""Authorization: CEL expressions and the decision engine."""
