@@ -38,6 +38,8 @@ OWNER_HELP = (
 
 
 class PlatformType(enum.StrEnum):
+    """Where an agent runs."""
+
     KUBERNETES = "kubernetes"
     EXTERNAL = "external"
 
@@ -105,6 +107,11 @@ class Lifecycle(Model):
                     "oldSelf.state != 'Retired' || self.state == 'Retired'",
                     "spec.lifecycle.state: a Retired agent cannot be revived (Retired is "
                     "terminal); register a new Agent instead",
+                ),
+                cel(
+                    "oldSelf.state != 'Deprecated' || self.state != 'Suspended'",
+                    "spec.lifecycle.state: a Deprecated agent cannot be Suspended; set it "
+                    "Active (before sunsetAt) or Retired",
                 ),
             ]
         }

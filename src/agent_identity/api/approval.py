@@ -56,7 +56,8 @@ class Approvers(Model):
         "json_schema_extra": {
             CEL_RULES: [
                 cel(
-                    "self.users.size() + self.groups.size() > 0",
+                    "(has(self.users) && self.users.size() > 0) || "
+                    "(has(self.groups) && self.groups.size() > 0)",
                     "spec.approvers: name at least one user or group",
                 )
             ]
@@ -78,12 +79,15 @@ class Approvers(Model):
 
 
 class ApprovalPolicySpec(Model):
+    """Which actions need approval, who approves, the quorum and how long things last."""
+
     model_config = {
         "json_schema_extra": {
             CEL_RULES: [
                 cel(
-                    "self.approvers.groups.size() > 0 || "
-                    "self.minApprovals <= self.approvers.users.size()",
+                    "(has(self.approvers.groups) && self.approvers.groups.size() > 0) || "
+                    "self.minApprovals <= (has(self.approvers.users) ? "
+                    "self.approvers.users.size() : 0)",
                     "spec.minApprovals is more than the number of approvers.users; lower it or "
                     "name more approvers",
                 )
@@ -123,6 +127,8 @@ class ApprovalPolicySpec(Model):
 
 
 class ApprovalPolicyStatus(Model):
+    """What the operator observed about the policy."""
+
     conditions: list[Condition] = Field(
         default_factory=list,
         description="Ready.",
@@ -150,6 +156,8 @@ class ApprovalPolicy(Model):
 
 
 class ApprovalState(enum.StrEnum):
+    """Where an ApprovalRequest stands."""
+
     PENDING = "Pending"
     APPROVED = "Approved"
     DENIED = "Denied"
@@ -157,6 +165,8 @@ class ApprovalState(enum.StrEnum):
 
 
 class Verdict(enum.StrEnum):
+    """One approver's decision."""
+
     APPROVE = "Approve"
     DENY = "Deny"
 
@@ -173,7 +183,12 @@ class ApprovalRequestSpec(Model):
 
     model_config = {
         "json_schema_extra": {
-            CEL_RULES: [cel("self == oldSelf", "spec of an ApprovalRequest is immutable")]
+            CEL_RULES: [
+                cel(
+                    "self == oldSelf",
+                    "spec of an ApprovalRequest is immutable; open a new request instead",
+                )
+            ]
         }
     }
 
@@ -190,7 +205,9 @@ class ApprovalRequestSpec(Model):
     )
     requested_at: datetime = Field(description="When it was first asked.")
     requested_by: str = Field(description="The authenticated caller that asked.")
-    policies: list[str] = Field(default_factory=list, description="Matching ApprovalPolicies.")
+    policies: list[str] = Field(
+        default_factory=list, max_length=64, description="Matching ApprovalPolicies."
+    )
     approvers: Approvers = Field(description="Who may decide (union of the matching policies).")
     min_approvals: int = Field(default=DEFAULT_MIN_APPROVALS, ge=1, description="Quorum.")
     expires_at: datetime = Field(description="After this the request can no longer be decided.")
@@ -209,10 +226,14 @@ class ApprovalDecision(Model):
 
 
 class Grant(Model):
+    """The time-boxed permission an approval mints."""
+
     expires_at: datetime = Field(description="Until when the approved action is allowed.")
 
 
 class ApprovalRequestStatus(Model):
+    """The decisions so far and the resulting state."""
+
     state: ApprovalState = Field(
         default=ApprovalState.PENDING, description="Pending, Approved, Denied or Expired."
     )

@@ -65,7 +65,19 @@ def _check_pattern(value: str) -> str:
 
 ToolPattern = Annotated[
     str,
-    Field(pattern=PATTERN_REGEX, min_length=1, max_length=253),
+    Field(
+        pattern=PATTERN_REGEX,
+        min_length=1,
+        max_length=253,
+        json_schema_extra={
+            CEL_RULES: [
+                cel(
+                    "!self.contains('**.**')",
+                    "a tool pattern must not contain '**.**': one '**' already matches any depth",
+                )
+            ]
+        },
+    ),
     AfterValidator(_check_pattern),
 ]
 

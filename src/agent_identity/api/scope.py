@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic.config import JsonDict
@@ -34,6 +34,12 @@ RBAC_VERBS = (
 )
 
 
+# A verb, resource, API group or name inside a PolicyRule: bounded so CEL rules stay cheap.
+RuleItem = Annotated[str, Field(max_length=253)]
+NonEmptyRuleItem = Annotated[str, Field(min_length=1, max_length=253)]
+CIDR_MAX = 64  # the longest IPv6 CIDR is 43 characters
+
+
 class PolicyRule(Model):
     """A Kubernetes RBAC PolicyRule, granted in the agent's namespace through a Role."""
 
@@ -48,22 +54,22 @@ class PolicyRule(Model):
         }
     }
 
-    api_groups: list[str] = Field(
+    api_groups: list[RuleItem] = Field(
         default_factory=list,
         max_length=32,
         description='API groups of the resources; "" is the core group.',
     )
-    resources: list[str] = Field(
+    resources: list[NonEmptyRuleItem] = Field(
         min_length=1,
         max_length=64,
         description="Resources the rule applies to, e.g. deployments or pods/log.",
     )
-    verbs: list[str] = Field(
+    verbs: list[NonEmptyRuleItem] = Field(
         min_length=1,
         max_length=16,
         description="Verbs allowed on the resources, e.g. get, list, patch.",
     )
-    resource_names: list[str] = Field(
+    resource_names: list[RuleItem] = Field(
         default_factory=list, max_length=64, description="Optional allow-list of object names."
     )
 
@@ -124,14 +130,48 @@ class EgressPeer(Model):
                 cel(
                     "has(self.cidr) != (has(self.namespaceSelector) || has(self.podSelector))",
                     "network.egress[].to[]: set either cidr or namespaceSelector/podSelector",
-                )
+                ),
+                cel(
+                    "!has(self.except) || self.except.size() == 0 || has(self.cidr)",
+                    "network.egress[].to[].except needs a cidr to carve out of",
+                ),
             ]
         }
     }
 
-    cidr: str | None = Field(default=None, description="An IP block, e.g. 10.20.0.0/16.")
-    except_: list[str] = Field(
-        default_factory=list, alias="except", description="CIDRs inside cidr to exclude."
+    cidr: str | None = Field(
+        default=None,
+        max_length=CIDR_MAX,
+        description="An IP block, e.g. 10.20.0.0/16.",
+        json_schema_extra={
+            CEL_RULES: [
+                cel(
+                    "isCIDR(self)",
+                    "network.egress[].to[].cidr must be a CIDR such as 10.20.0.0/16",
+                )
+            ]
+        },
+    )
+    except_: list[
+        Annotated[
+            str,
+            Field(
+                max_length=CIDR_MAX,
+                json_schema_extra={
+                    CEL_RULES: [
+                        cel(
+                            "isCIDR(self)",
+                            "network.egress[].to[].except[] must be a CIDR such as 10.20.1.0/24",
+                        )
+                    ]
+                },
+            ),
+        ]
+    ] = Field(
+        default_factory=list,
+        alias="except",
+        max_length=64,
+        description="CIDRs inside cidr to exclude.",
     )
     namespace_selector: LabelSelector | None = Field(
         default=None, description="Namespaces whose pods may be reached."
@@ -143,14 +183,21 @@ class EgressPeer(Model):
     @field_validator("cidr")
     @classmethod
     def _cidr_valid(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                ipaddress.ip_network(value, strict=False)
-            except ValueError as exc:
-                raise ValueError(
-                    f"network.egress[].to[].cidr {value!r} is not a CIDR such as 10.20.0.0/16"
-                ) from exc
+        if value is not None and not _is_cidr(value):
+            raise ValueError(
+                f"network.egress[].to[].cidr {value!r} is not a CIDR such as 10.20.0.0/16"
+            )
         return value
+
+    @field_validator("except_")
+    @classmethod
+    def _except_valid(cls, values: list[str]) -> list[str]:
+        for value in values:
+            if not _is_cidr(value):
+                raise ValueError(
+                    f"network.egress[].to[].except[] {value!r} is not a CIDR such as 10.20.1.0/24"
+                )
+        return values
 
     @model_validator(mode="after")
     def _one_kind(self) -> EgressPeer:
@@ -160,17 +207,49 @@ class EgressPeer(Model):
             raise ValueError(
                 "network.egress[].to[]: set either cidr or namespaceSelector/podSelector"
             )
+        if self.except_ and self.cidr is None:
+            raise ValueError("network.egress[].to[].except needs a cidr to carve out of")
         return self
+
+
+def _is_cidr(value: str) -> bool:
+    """An address with a prefix length (as NetworkPolicy ipBlock and CEL isCIDR want)."""
+    if "/" not in value:
+        return False
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        return False
+    return True
 
 
 class EgressPort(Model):
     """A port (or range) agents may reach."""
+
+    model_config = {
+        "json_schema_extra": {
+            CEL_RULES: [
+                cel(
+                    "!has(self.endPort) || (has(self.port) && self.endPort >= self.port)",
+                    "network.egress[].ports[].endPort needs a port and must not be below it",
+                )
+            ]
+        }
+    }
 
     port: int | None = Field(default=None, ge=1, le=65535, description="Port number.")
     end_port: int | None = Field(
         default=None, ge=1, le=65535, description="End of a port range starting at port."
     )
     protocol: Literal["TCP", "UDP", "SCTP"] = Field(default="TCP", description="TCP, UDP or SCTP.")
+
+    @model_validator(mode="after")
+    def _range(self) -> EgressPort:
+        if self.end_port is not None and (self.port is None or self.end_port < self.port):
+            raise ValueError(
+                "network.egress[].ports[].endPort needs a port and must not be below it"
+            )
+        return self
 
 
 class EgressRule(Model):
@@ -220,6 +299,8 @@ class AuthorityScopeSpec(Model):
 
 
 class AuthorityScopeStatus(Model):
+    """Which agents are bound, and whether the scope is usable."""
+
     bound_agents: list[str] = Field(
         default_factory=list, description="Names of the Agents bound to this scope."
     )
