@@ -1,4 +1,8 @@
-"""Loads the integration fixtures of every part of the product (tests/fixtures/*.py)."""
+"""Loads the integration fixtures of every part of the product (tests/fixtures/*.py).
+
+Only pytest fixtures are taken from each module, so helper names (hypothesis
+strategies, constants) of one part never shadow another's.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,12 @@ import importlib
 import pkgutil
 from pathlib import Path
 
+from _pytest.fixtures import FixtureFunctionDefinition
+
 _FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
 for _info in sorted(pkgutil.iter_modules([str(_FIXTURES)]), key=lambda i: i.name):
     _module = importlib.import_module(f"tests.fixtures.{_info.name}")
-    globals().update({k: v for k, v in vars(_module).items() if not k.startswith("_")})
+    globals().update(
+        {k: v for k, v in vars(_module).items() if isinstance(v, FixtureFunctionDefinition)}
+    )
