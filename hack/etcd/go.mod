@@ -1,0 +1,3 @@
+module agentidentity.local/etcdbuild
+
+go 1.24

@@ -1,0 +1,252 @@
+"""Certificates for the local control plane, made with `cryptography`.
+
+Two CAs, as in a real cluster: the serving CA signs the API server's serving
+certificate (clients trust it via the kubeconfig), the client CA signs client
+certificates (the API server maps CN to the user and O to the groups). EC P-256
+keys keep generation instant; the service-account signing key is RSA because
+RS256 is what every token consumer expects.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+
+_VALIDITY = dt.timedelta(days=365)
+# Backdate so a slightly skewed clock never sees a "not yet valid" certificate.
+_BACKDATE = dt.timedelta(minutes=5)
+
+
+def new_key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def key_pem(key: PrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def cert_pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def load_key(data: bytes) -> PrivateKey:
+    key = serialization.load_pem_private_key(data, password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+        raise ValueError(f"unsupported key type {type(key).__name__}")
+    return key
+
+
+def _name(common_name: str, organizations: Sequence[str] = ()) -> x509.Name:
+    attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in organizations]
+    attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
+    return x509.Name(attrs)
+
+
+@dataclass(frozen=True)
+class CertificateAuthority:
+    cert: x509.Certificate
+    key: PrivateKey
+
+    @classmethod
+    def create(cls, common_name: str) -> CertificateAuthority:
+        key = new_key()
+        now = dt.datetime.now(dt.UTC)
+        name = _name(common_name)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - _BACKDATE)
+            .not_valid_after(now + 10 * _VALIDITY)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+            .sign(key, hashes.SHA256())
+        )
+        return cls(cert, key)
+
+    @classmethod
+    def load(cls, cert_file: Path, key_file: Path) -> CertificateAuthority:
+        cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
+        return cls(cert, load_key(key_file.read_bytes()))
+
+    def save(self, cert_file: Path, key_file: Path) -> None:
+        cert_file.write_bytes(cert_pem(self.cert))
+        _write_private(key_file, key_pem(self.key))
+
+    @property
+    def cert_pem(self) -> bytes:
+        return cert_pem(self.cert)
+
+    def issue(
+        self,
+        common_name: str,
+        *,
+        organizations: Sequence[str] = (),
+        dns_names: Sequence[str] = (),
+        ip_addresses: Sequence[str] = (),
+        server: bool = False,
+        client: bool = False,
+    ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+        """A leaf certificate and its new key. `organizations` become Kubernetes groups."""
+        key = new_key()
+        now = dt.datetime.now(dt.UTC)
+        usages = []
+        if server:
+            usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
+        if client:
+            usages.append(ExtendedKeyUsageOID.CLIENT_AUTH)
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(_name(common_name, organizations))
+            .issuer_name(self.cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - _BACKDATE)
+            .not_valid_after(now + _VALIDITY)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=False,
+                    crl_sign=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.cert.public_key()),  # type: ignore[arg-type]
+                critical=False,
+            )
+        )
+        if usages:
+            builder = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+        sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns_names]
+        sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ip_addresses]
+        if sans:
+            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        return builder.sign(self.key, hashes.SHA256()), key
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    path.touch(mode=0o600, exist_ok=True)
+    path.chmod(0o600)
+    path.write_bytes(data)
+
+
+@dataclass(frozen=True)
+class ClusterPKI:
+    """The files of one cluster's PKI, under `directory`."""
+
+    directory: Path
+
+    @property
+    def ca_cert(self) -> Path:  # serving CA: trusted by clients, published as kube-root-ca.crt
+        return self.directory / "ca.crt"
+
+    @property
+    def ca_key(self) -> Path:
+        return self.directory / "ca.key"
+
+    @property
+    def client_ca_cert(self) -> Path:
+        return self.directory / "client-ca.crt"
+
+    @property
+    def client_ca_key(self) -> Path:
+        return self.directory / "client-ca.key"
+
+    @property
+    def serving_cert(self) -> Path:
+        return self.directory / "apiserver.crt"
+
+    @property
+    def serving_key(self) -> Path:
+        return self.directory / "apiserver.key"
+
+    @property
+    def sa_key(self) -> Path:
+        return self.directory / "sa.key"
+
+    @property
+    def sa_pub(self) -> Path:
+        return self.directory / "sa.pub"
+
+    def exists(self) -> bool:
+        files = [self.ca_cert, self.ca_key, self.client_ca_cert, self.client_ca_key]
+        files += [self.serving_cert, self.serving_key, self.sa_key, self.sa_pub]
+        return all(f.is_file() for f in files)
+
+    def ensure(self) -> ClusterPKI:
+        """Generate the PKI unless it exists; reusing it keeps old kubeconfigs valid."""
+        if self.exists():
+            return self
+        self.directory.mkdir(parents=True, exist_ok=True)
+        serving_ca = CertificateAuthority.create("agent-identity-devcluster-ca")
+        serving_ca.save(self.ca_cert, self.ca_key)
+        client_ca = CertificateAuthority.create("agent-identity-devcluster-client-ca")
+        client_ca.save(self.client_ca_cert, self.client_ca_key)
+        cert, key = serving_ca.issue(
+            "kube-apiserver",
+            dns_names=(
+                "localhost",
+                "kubernetes",
+                "kubernetes.default",
+                "kubernetes.default.svc",
+                "kubernetes.default.svc.cluster.local",
+            ),
+            ip_addresses=("127.0.0.1", "10.0.0.1"),
+            server=True,
+        )
+        self.serving_cert.write_bytes(cert_pem(cert))
+        _write_private(self.serving_key, key_pem(key))
+        sa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        _write_private(self.sa_key, key_pem(sa))
+        self.sa_pub.write_bytes(
+            sa.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
+        return self
+
+    def client_ca(self) -> CertificateAuthority:
+        return CertificateAuthority.load(self.client_ca_cert, self.client_ca_key)
+
+    def client_cert(self, user: str, groups: Sequence[str] = ()) -> tuple[bytes, bytes]:
+        """PEM certificate and key for `user` in `groups`, signed by the client CA."""
+        cert, key = self.client_ca().issue(user, organizations=groups, client=True)
+        return cert_pem(cert), key_pem(key)

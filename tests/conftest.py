@@ -1,0 +1,181 @@
+"""Test wiring: one Kubernetes API server per session for everything under tests/integration.
+
+    --cluster=local   (default) the local control plane from agent_identity.devcluster,
+                      started in a temporary state directory (never the `make run` one)
+    --cluster=kind    pytest-kind's KindCluster; skipped with a reason when there is no Docker
+    --kubeconfig PATH an existing cluster (the option is pytest-kind's; we honour it too)
+
+Fixtures: `cluster` (session) and `namespace` (per test, unique, deleted afterwards).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import secrets
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent_identity.devcluster import DevCluster, binaries_dir, ensure_built, is_built
+
+INTEGRATION_DIR = Path(__file__).resolve().parent / "integration"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("cluster", "the Kubernetes cluster integration tests run against")
+    group.addoption(
+        "--cluster",
+        choices=("local", "kind"),
+        default="local",
+        help="local: the built-from-source control plane (default); kind: pytest-kind (Docker)",
+    )
+    # pytest-kind already defines --kubeconfig; define it only when that plugin is absent.
+    with contextlib.suppress(ValueError):
+        group.addoption(
+            "--kubeconfig", default=None, help="use the existing cluster of this kubeconfig"
+        )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    integration = pytest.mark.integration
+    selected = False
+    for item in items:
+        if INTEGRATION_DIR in Path(str(item.path)).resolve().parents:
+            item.add_marker(integration)
+        if item.get_closest_marker("integration") is not None:
+            selected = True
+    # Build before any test runs, so a first-time build (~11 min) is not charged to
+    # one test's timeout; a run of unit tests alone never builds.
+    if selected and _mode(config) == "local" and not is_built():
+        ensure_built(progress=True)
+
+
+def _mode(config: pytest.Config) -> str:
+    if config.getoption("kubeconfig"):
+        return "external"
+    return str(config.getoption("cluster"))
+
+
+class KubectlError(subprocess.CalledProcessError):
+    def __str__(self) -> str:
+        return f"{super().__str__()}\nstdout: {self.stdout}\nstderr: {self.stderr}"
+
+
+@dataclass
+class TestCluster:
+    """What a test needs of a cluster, whichever kind it is."""
+
+    __test__ = False  # not a test class, despite the name
+
+    kubeconfig: Path
+    kubectl_bin: str
+    mode: str
+    devcluster: DevCluster | None = None
+    _api_client: Any = field(default=None, repr=False)
+
+    def kubectl(
+        self,
+        *args: str,
+        as_user: Path | None = None,
+        input: str | None = None,
+        check: bool = True,
+        timeout: float = 120,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run kubectl as admin, or with the kubeconfig `as_user`."""
+        cmd = [self.kubectl_bin, "--kubeconfig", str(as_user or self.kubeconfig), *args]
+        proc = subprocess.run(
+            cmd, input=input, capture_output=True, text=True, timeout=timeout, check=False
+        )
+        if check and proc.returncode != 0:
+            raise KubectlError(proc.returncode, cmd, proc.stdout, proc.stderr)
+        return proc
+
+    def user_kubeconfig(self, user: str, groups: Sequence[str] = ()) -> Path:
+        """A kubeconfig for `user` in `groups` (client certificate; local cluster only)."""
+        if self.devcluster is None:
+            pytest.skip(
+                f"minting users needs the local control plane's client CA (cluster: {self.mode})"
+            )
+        return self.devcluster.user_kubeconfig(user, list(groups))
+
+    def api_client(self) -> Any:
+        """A `kubernetes.client.ApiClient` acting as the admin (one per session)."""
+        if self._api_client is None:
+            from kubernetes import config
+
+            self._api_client = config.new_client_from_config(  # type: ignore[no-untyped-call]
+                config_file=str(self.kubeconfig)
+            )
+        return self._api_client
+
+
+def _docker_usable() -> str | None:
+    """None when a Docker engine answers, else why not."""
+    if shutil.which("docker") is None:
+        return "no `docker` executable on PATH"
+    proc = subprocess.run(["docker", "info"], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        return f"`docker info` failed: {proc.stderr.strip()[:200]}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def cluster(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TestCluster]:
+    mode = _mode(request.config)
+    external_kubectl = shutil.which("kubectl") or str(binaries_dir() / "kubectl")
+    if mode == "external":
+        kubeconfig = Path(request.config.getoption("kubeconfig")).resolve()
+        # The admin kubeconfig of a running `devcluster up`: its client CA can mint users.
+        dev = DevCluster.attach(kubeconfig.parent) if kubeconfig.name == "kubeconfig" else None
+        if dev is not None and dev.kubeconfig == kubeconfig:
+            yield TestCluster(kubeconfig, str(dev.bin_dir / "kubectl"), mode, dev)
+        else:
+            yield TestCluster(kubeconfig, external_kubectl, mode)
+    elif mode == "kind":
+        why = _docker_usable()
+        if why is not None:
+            pytest.skip(f"--cluster=kind needs a Docker engine: {why}")
+        from pytest_kind import KindCluster
+
+        kind = KindCluster("agent-identity-tests")
+        kind.create()
+        try:
+            yield TestCluster(Path(kind.kubeconfig_path), str(kind.kubectl_path), mode)
+        finally:
+            kind.delete()
+    else:
+        # A state directory of its own: tests never touch the `make run` cluster.
+        state_dir = tmp_path_factory.mktemp("devcluster")
+        with DevCluster.start(state_dir) as dev:
+            yield TestCluster(dev.kubeconfig, str(dev.bin_dir / "kubectl"), mode, dev)
+
+
+def _namespace_name(test_name: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", test_name.lower()).strip("-")
+    suffix = secrets.token_hex(3)
+    slug = slug[: 63 - len("t--") - len(suffix)].rstrip("-")
+    return f"t-{slug}-{suffix}"
+
+
+@pytest.fixture
+def namespace(cluster: TestCluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace for one test (with its `default` ServiceAccount); deleted afterwards."""
+    name = _namespace_name(request.node.name)
+    cluster.kubectl("create", "namespace", name)
+    # Pods are refused until the ServiceAccount controller created `default`.
+    deadline = time.monotonic() + 30
+    while cluster.kubectl("get", "serviceaccount", "default", "-n", name, check=False).returncode:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no default ServiceAccount in namespace {name} after 30 s")
+        time.sleep(0.1)
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found", check=False)
