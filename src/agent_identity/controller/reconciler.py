@@ -1,0 +1,356 @@
+"""Reconcile one Agent: read it and its scopes, apply children, write status, record transitions.
+
+Called from every trigger (the Agent changed, a bound scope changed, a child
+was deleted, a deadline passed) with only (namespace, name): it always reads
+the current Agent, under a per-agent lock, so triggers may overlap safely.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from agent_identity import GROUP, VERSION
+from agent_identity.api import (
+    Agent,
+    AgentIdentity,
+    AgentStatus,
+    AuthorityScope,
+    AuthorityScopeStatus,
+    Phase,
+)
+from agent_identity.api.common import ConditionStatus
+from agent_identity.api.conditions import set_condition
+from agent_identity.audit import AuditLog, record
+from agent_identity.controller.children import ChildApplier, NamespaceTerminating
+from agent_identity.identity.authority import effective_authority
+from agent_identity.identity.names import service_account_name
+from agent_identity.lifecycle import (
+    LifecycleResult,
+    Observed,
+    desired_children,
+    evaluate,
+    invalid_conditions,
+    parse_agent,
+)
+from agent_identity.metrics import AGENTS, RECONCILE_DURATION, RECONCILE_ERRORS, SCOPE_BINDINGS
+
+log = logging.getLogger(__name__)
+
+COMPONENT = "agent-identity-operator"
+JSON_PATCH = "application/json-patch+json"
+
+
+class ReconcileError(RuntimeError):
+    """Some children could not be applied; status says which; the trigger is retried."""
+
+
+def identity_uri(cluster: str, namespace: str, name: str) -> str:
+    return f"agent://{cluster}/{namespace}/{name}"
+
+
+@dataclass
+class Reconciler:
+    api: Any  # kubernetes.client.ApiClient
+    cluster_name: str = "local"
+    audit: AuditLog = field(default_factory=AuditLog)
+    applier: ChildApplier | None = None
+    _locks: dict[tuple[str, str], threading.Lock] = field(default_factory=dict)
+    _locks_guard: threading.Lock = field(default_factory=threading.Lock)
+    _phases: dict[tuple[str, str], str] = field(default_factory=dict)
+    _bindings: dict[tuple[str, str], int] = field(default_factory=dict)
+    _metric_keys: set[tuple[str, str]] = field(default_factory=set)
+    _deadlines: dict[tuple[str, str], datetime] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.custom = client.CustomObjectsApi(self.api)
+        self.core = client.CoreV1Api(self.api)
+        if self.applier is None:
+            self.applier = ChildApplier(self.api)
+        self.instance = socket.gethostname()
+
+    # --- helpers ------------------------------------------------------------------------
+
+    def _lock(self, namespace: str, name: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault((namespace, name), threading.Lock())
+
+    def _get(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            obj: Any = self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, plural, name
+            )
+            return dict(obj)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def scopes_of(self, agent: Agent) -> tuple[list[AuthorityScope], list[str]]:
+        namespace = agent.metadata.namespace or ""
+        found: list[AuthorityScope] = []
+        missing: list[str] = []
+        for ref in agent.spec.scope_refs:
+            body = self._get("authorityscopes", namespace, ref.name)
+            if body is None:
+                missing.append(ref.name)
+                continue
+            try:
+                found.append(AuthorityScope.parse(body))
+            except ValueError:
+                missing.append(ref.name)  # cannot be granted; admission refuses such scopes
+        return found, missing
+
+    # --- the reconcile ------------------------------------------------------------------
+
+    def reconcile(self, namespace: str, name: str) -> LifecycleResult | None:
+        """Bring one Agent's children and status in line; None when it is gone or invalid."""
+        with self._lock(namespace, name), RECONCILE_DURATION.labels("Agent").time():
+            try:
+                return self._reconcile(namespace, name)
+            except Exception:
+                RECONCILE_ERRORS.labels("Agent").inc()
+                raise
+
+    def _reconcile(self, namespace: str, name: str) -> LifecycleResult | None:
+        body = self._get("agents", namespace, name)
+        if body is None or body.get("metadata", {}).get("deletionTimestamp"):
+            self.forget(namespace, name)
+            return None
+        now = datetime.now(UTC)
+        parsed = parse_agent(body)
+        if parsed.agent is None:
+            self._write_invalid(body, parsed.error or "invalid", now)
+            return None
+        agent = parsed.agent
+        scopes, missing = self.scopes_of(agent)
+        observed = Observed(missing_scopes=tuple(missing), owner_error=parsed.owner_error)
+        desired = desired_children(agent, observed, now)
+        assert self.applier is not None
+        try:
+            outcome = self.applier.apply(agent, scopes, desired)
+        except NamespaceTerminating:
+            self.forget(namespace, name)  # the namespace and everything in it is going away
+            return None
+        result = evaluate(
+            agent,
+            Observed(outcome.present, tuple(missing), parsed.owner_error),
+            now,
+        )
+        status = AgentStatus(
+            phase=result.phase,
+            conditions=result.conditions,
+            identity=AgentIdentity(
+                uri=identity_uri(self.cluster_name, namespace, name),
+                service_account=service_account_name(name)
+                if result.desired.service_account
+                else None,
+                uid=agent.metadata.uid or "",
+            ),
+            effective_authority=effective_authority(scopes),
+            history=result.history,
+            observed_generation=agent.metadata.generation,
+        )
+        self._write_status(body, status.to_wire())
+        if result.entry is not None:
+            self._record_transition(agent, result)
+        self._observe(namespace, name, result.phase, len(agent.spec.scope_refs))
+        with self._locks_guard:
+            if result.deadline is None:
+                self._deadlines.pop((namespace, name), None)
+            else:
+                self._deadlines[(namespace, name)] = result.deadline
+        if outcome.errors:
+            raise ReconcileError("; ".join(outcome.errors.values()))
+        return result
+
+    def _write_status(self, body: dict[str, Any], new: dict[str, Any]) -> bool:
+        """Replace status only when it differs from what is stored (no write otherwise)."""
+        meta = body["metadata"]
+        try:
+            old = AgentStatus.model_validate(body.get("status") or {}).to_wire()
+        except ValueError:
+            old = None
+        if old == new:
+            return False
+        self.custom.patch_namespaced_custom_object_status(
+            GROUP,
+            VERSION,
+            meta["namespace"],
+            "agents",
+            meta["name"],
+            [{"op": "add", "path": "/status", "value": new}],
+            _content_type=JSON_PATCH,
+        )
+        return True
+
+    def _write_invalid(self, body: dict[str, Any], error: str, now: datetime) -> None:
+        meta = body["metadata"]
+        status = dict(body.get("status") or {})
+        try:
+            old = AgentStatus.model_validate(status)
+        except ValueError:
+            old = AgentStatus()
+        conds = invalid_conditions(old.conditions, meta.get("generation"), error, now)
+        new = old.model_copy(
+            update={"conditions": conds, "observed_generation": meta.get("generation")}
+        )
+        if new.phase is None:
+            new = new.model_copy(update={"phase": Phase.PENDING})
+        log.warning("Agent %s/%s cannot be reconciled: %s", meta["namespace"], meta["name"], error)
+        self._write_status(body, new.to_wire())
+
+    def _record_transition(self, agent: Agent, result: LifecycleResult) -> None:
+        entry, event = result.entry, result.event
+        assert entry is not None and event is not None
+        namespace = agent.metadata.namespace or ""
+        uri = identity_uri(self.cluster_name, namespace, agent.metadata.name)
+        self.audit.write(
+            record(
+                "lifecycle",
+                agent_uri=uri,
+                agent_uid=agent.metadata.uid,
+                agent_name=agent.metadata.name,
+                namespace=namespace,
+                actor=entry.actor,
+                outcome=entry.to,
+                reason=entry.reason,
+                at=entry.at.isoformat().replace("+00:00", "Z"),
+                **{"from": entry.from_, "to": entry.to, "message": entry.message},
+                generation=agent.metadata.generation,
+            )
+        )
+        stamp = entry.at.isoformat().replace("+00:00", "Z")
+        try:
+            event_body: Any = {
+                "apiVersion": "v1",
+                "kind": "Event",
+                "metadata": {"generateName": f"{agent.metadata.name}.", "namespace": namespace},
+                "involvedObject": {
+                    "apiVersion": agent.api_version,
+                    "kind": agent.kind,
+                    "name": agent.metadata.name,
+                    "namespace": namespace,
+                    "uid": agent.metadata.uid,
+                },
+                "type": event.type,
+                "reason": event.reason,
+                "message": event.message[:1024],
+                "source": {"component": COMPONENT},
+                "reportingComponent": COMPONENT,
+                "reportingInstance": self.instance,
+                "firstTimestamp": stamp,
+                "lastTimestamp": stamp,
+                "count": 1,
+            }
+            self.core.create_namespaced_event(namespace, event_body)
+        except ApiException as exc:
+            # An Event is best effort; the transition is already in status and the audit log.
+            log.warning(
+                "could not post Event for %s/%s: %s %s",
+                namespace,
+                agent.metadata.name,
+                exc.status,
+                exc.reason,
+            )
+
+    # --- deadlines (expiresAt / sunsetAt) ----------------------------------------------
+
+    def due(self, now: datetime) -> list[tuple[str, str]]:
+        with self._locks_guard:
+            return sorted(k for k, t in self._deadlines.items() if t <= now)
+
+    def retry_later(self, namespace: str, name: str, seconds: float) -> None:
+        with self._locks_guard:
+            self._deadlines[(namespace, name)] = datetime.now(UTC) + timedelta(seconds=seconds)
+
+    def seconds_to_next(self, now: datetime, cap: float) -> float:
+        with self._locks_guard:
+            upcoming = min(self._deadlines.values(), default=None)
+        if upcoming is None:
+            return cap
+        return max(0.0, min(cap, (upcoming - now).total_seconds()))
+
+    # --- metrics ------------------------------------------------------------------------
+
+    def _observe(self, namespace: str, name: str, phase: Phase, bindings: int) -> None:
+        self._phases[(namespace, name)] = phase.value
+        self._bindings[(namespace, name)] = bindings
+        self._publish()
+
+    def forget(self, namespace: str, name: str) -> None:
+        with self._locks_guard:
+            self._deadlines.pop((namespace, name), None)
+        self._phases.pop((namespace, name), None)
+        self._bindings.pop((namespace, name), None)
+        self._publish()
+
+    def _publish(self) -> None:
+        with self._locks_guard:
+            counts = Counter((ns, ph) for (ns, _), ph in list(self._phases.items()))
+            for key in self._metric_keys - set(counts):
+                AGENTS.labels(*key).set(0)
+            for key, n in counts.items():
+                AGENTS.labels(*key).set(n)
+            self._metric_keys |= set(counts)
+            per_ns: Counter[str] = Counter()
+            for (ns, _), n in list(self._bindings.items()):
+                per_ns[ns] += n
+            for ns in {ns for ns, _ in self._metric_keys}:
+                SCOPE_BINDINGS.labels(ns).set(per_ns.get(ns, 0))
+
+    # --- AuthorityScope status ----------------------------------------------------------
+
+    def refresh_scope(self, namespace: str, name: str, bound_agents: list[str]) -> bool:
+        body = self._get("authorityscopes", namespace, name)
+        return False if body is None else self.update_scope_status(body, bound_agents)
+
+    def update_scope_status(self, body: dict[str, Any], bound_agents: list[str]) -> bool:
+        """Write boundAgents, Ready and observedGeneration of a scope when they changed."""
+        start = time.monotonic()
+        meta = body["metadata"]
+        old = dict(body.get("status") or {})
+        try:
+            AuthorityScope.parse(body)
+            ready: ConditionStatus = "True"
+            reason = "Valid"
+            message = f"bound to {len(bound_agents)} agent(s)"
+        except ValueError as exc:
+            ready = "False"
+            reason = "InvalidSpec"
+            message = f"the AuthorityScope cannot be granted: {exc}"[:4000]
+        try:
+            old_status = AuthorityScopeStatus.model_validate(old)
+        except ValueError:
+            old_status = AuthorityScopeStatus()
+        now = datetime.now(UTC).replace(microsecond=0)
+        conds = set_condition(
+            old_status.conditions, "Ready", ready, reason, message, meta.get("generation"), now
+        )
+        new = AuthorityScopeStatus(
+            bound_agents=sorted(set(bound_agents)),
+            conditions=conds,
+            observed_generation=meta.get("generation"),
+        ).to_wire()
+        changed = new != old_status.to_wire()
+        if changed:
+            self.custom.patch_namespaced_custom_object_status(
+                GROUP,
+                VERSION,
+                meta["namespace"],
+                "authorityscopes",
+                meta["name"],
+                [{"op": "add", "path": "/status", "value": new}],
+                _content_type=JSON_PATCH,
+            )
+        RECONCILE_DURATION.labels("AuthorityScope").observe(time.monotonic() - start)
+        return changed
