@@ -70,6 +70,9 @@ class AuditLog:
     stream: TextIO | None = field(default_factory=lambda: sys.stdout)
     path: Path | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # The file stays open (append mode) and is flushed per record: opening it per record
+    # was the largest cost of a decision.
+    _fh: TextIO | None = field(default=None, repr=False)
 
     def write(self, rec: dict[str, Any]) -> None:
         line = json.dumps(rec, separators=(",", ":"), sort_keys=True, default=str)
@@ -78,8 +81,16 @@ class AuditLog:
                 self.stream.write("AUDIT " + line + "\n")
                 self.stream.flush()
             if self.path is not None:
-                with self.path.open("a", encoding="utf-8") as fh:
-                    fh.write(line + "\n")
+                if self._fh is None or self._fh.closed:
+                    self._fh = self.path.open("a", encoding="utf-8")
+                self._fh.write(line + "\n")
+                self._fh.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fh is not None:
+                self._fh.close()
+                self._fh = None
 
 
 def read_records(path: Path) -> Iterator[dict[str, Any]]:
