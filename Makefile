@@ -53,3 +53,31 @@ bench: binaries
 
 clean-cluster: $(STAMP)
 	-$(BIN)/agent-identity devcluster down
+
+# --- shipping (issue 9) ---------------------------------------------------------------
+.PHONY: image helm manifests run-helm
+HELM_PY := $(BIN)/python -m agent_identity.devcluster.helm
+
+# The image localhost/agent-identity:<version> (buildah, no Docker), also as an OCI archive
+# in ~/.cache/agent-identity/images/.
+image: $(STAMP)
+	$(BIN)/python -m agent_identity.devcluster.image
+
+# helm v4 (built once from the Go module proxy), the chart's CRDs synced, lint --strict.
+helm: crds
+	$(HELM_PY) sync-crds
+	$$($(HELM_PY) path) lint --strict helm/agent-identity-operator
+
+# manifests/ (kustomize base + cert-manager overlay, Argo CD health) rendered from the chart.
+manifests: helm
+	$(HELM_PY) manifests
+
+# The chart's cluster-scoped parts on the local control plane, then both processes locally.
+run-helm: binaries helm
+	@eval "$$($(BIN)/agent-identity devcluster up)" && \
+	  $(HELM_PY) cluster-scoped | kubectl apply --server-side -f - && \
+	  kubectl wait --for condition=Established crd --all --timeout=60s && \
+	  trap 'kill $$op $$adm 2>/dev/null' EXIT INT TERM; \
+	  $(BIN)/agent-identity operator --metrics-port 9090 & op=$$!; \
+	  $(BIN)/agent-identity admission --dev --metrics-port 9091 & adm=$$!; \
+	  wait

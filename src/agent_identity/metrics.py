@@ -26,6 +26,17 @@ RECONCILE_ERRORS = Counter(
 SCOPE_BINDINGS = Gauge(
     "agent_identity_scope_bindings", "Agent-to-scope bindings by namespace.", ["namespace"]
 )
+AGENTS_WITHOUT_OWNER = Gauge(
+    "agent_identity_agents_without_owner",
+    "Agents held Pending because spec.owner is missing or invalid, by namespace.",
+    ["namespace"],
+)
+AGENTS_OVERDUE = Gauge(
+    "agent_identity_agents_overdue",
+    "Agents past expiresAt or sunsetAt whose status still admits them (Active or Deprecated), "
+    "by namespace: the operator has not retired them yet.",
+    ["namespace"],
+)
 
 # admission
 ADMISSION_REQUESTS = Counter(

@@ -182,15 +182,20 @@ class Reconciler:
             old = None
         if old == new:
             return False
-        self.custom.patch_namespaced_custom_object_status(
-            GROUP,
-            VERSION,
-            meta["namespace"],
-            "agents",
-            meta["name"],
-            [{"op": "add", "path": "/status", "value": new}],
-            _content_type=JSON_PATCH,
-        )
+        try:
+            self.custom.patch_namespaced_custom_object_status(
+                GROUP,
+                VERSION,
+                meta["namespace"],
+                "agents",
+                meta["name"],
+                [{"op": "add", "path": "/status", "value": new}],
+                _content_type=JSON_PATCH,
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return False  # deleted meanwhile (with its namespace, say): nothing to report on
+            raise
         return True
 
     def _write_invalid(self, body: dict[str, Any], error: str, now: datetime) -> None:
@@ -343,14 +348,19 @@ class Reconciler:
         ).to_wire()
         changed = new != old_status.to_wire()
         if changed:
-            self.custom.patch_namespaced_custom_object_status(
-                GROUP,
-                VERSION,
-                meta["namespace"],
-                "authorityscopes",
-                meta["name"],
-                [{"op": "add", "path": "/status", "value": new}],
-                _content_type=JSON_PATCH,
-            )
+            try:
+                self.custom.patch_namespaced_custom_object_status(
+                    GROUP,
+                    VERSION,
+                    meta["namespace"],
+                    "authorityscopes",
+                    meta["name"],
+                    [{"op": "add", "path": "/status", "value": new}],
+                    _content_type=JSON_PATCH,
+                )
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+                changed = False  # deleted meanwhile
         RECONCILE_DURATION.labels("AuthorityScope").observe(time.monotonic() - start)
         return changed
