@@ -162,7 +162,7 @@ def test_kubectl_apply_examples_directory_as_is(cluster: Any, crds: None) -> Non
 
 
 def test_kubectl_get_shows_printer_columns_shortnames_and_category(
-    cluster: Any, crds: None, namespace: str
+    cluster: Any, crds: None, operator: Any, namespace: str
 ) -> None:
     assert _apply(cluster, namespace, _examples_in(namespace)).returncode == 0
 
@@ -170,11 +170,12 @@ def test_kubectl_get_shows_printer_columns_shortnames_and_category(
         out = cluster.kubectl("get", "agents", "-n", namespace).stdout
         rows = _table(out)
         assert list(rows["orchestrator"]) == ["NAME", "READY", "PHASE", "OWNER", "SCOPES", "AGE"]
-        # No operator runs here: Ready and Phase are empty until it writes status.
-        assert rows["orchestrator"]["READY"] == rows["orchestrator"]["PHASE"] == ""
+        # Ready and Phase come from the status the operator writes.
+        assert rows["orchestrator"]["READY"] == "True"
+        assert rows["orchestrator"]["PHASE"] == "Active"
         assert rows["orchestrator"]["OWNER"] == "team-payments"
-        # The API server's table printer shows the first result of a [*] JSONPath only.
-        assert rows["orchestrator"]["SCOPES"] == "analyst"
+        # Scopes come from status.scopes: a table column shows one item of a [*] JSONPath only.
+        assert rows["orchestrator"]["SCOPES"] == "analyst,deployer"
         assert rows["support-assistant"]["SCOPES"] == "support"
         assert rows["release-bot"]["OWNER"] == "alice@example.com"
 

@@ -242,6 +242,11 @@ class AgentStatus(Model):
     """What the operator observed and did."""
 
     phase: Phase | None = Field(default=None, description="Summary of the conditions.")
+    scopes: str | None = Field(
+        default=None,
+        max_length=4096,
+        description="The bound scopes, comma-separated (printer columns show one list item only).",
+    )
     conditions: list[Condition] = Field(
         default_factory=list,
         description="Ready, IdentityProvisioned, AuthorityBound, NetworkIsolated, Deprecated, "

@@ -52,7 +52,7 @@ PRINTER_COLUMNS: dict[str, list[dict[str, Any]]] = {
         _READY,
         {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
         {"name": "Owner", "type": "string", "jsonPath": ".spec.owner"},
-        {"name": "Scopes", "type": "string", "jsonPath": ".spec.scopeRefs[*].name"},
+        {"name": "Scopes", "type": "string", "jsonPath": ".status.scopes"},
         _AGE,
         {
             "name": "Platform",

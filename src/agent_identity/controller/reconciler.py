@@ -148,6 +148,7 @@ class Reconciler:
         )
         status = AgentStatus(
             phase=result.phase,
+            scopes=",".join(ref.name for ref in agent.spec.scope_refs) or None,
             conditions=result.conditions,
             identity=AgentIdentity(
                 uri=identity_uri(self.cluster_name, namespace, name),
