@@ -1,0 +1,62 @@
+"""Approval decisions on ``approvalrequests/status``: who decided comes from the request.
+
+The rules (approvers, quorum, no self-approval, no agents, expiry) are the
+decision engine's, in ``agent_identity.authz.approvals.review_status_update``;
+this module turns its verdict into an admission answer: a denial, or a
+JSONPatch that replaces ``/status`` with the status to store (approver and
+time filled from userInfo and the clock, state and grant recomputed).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Collection
+from datetime import datetime
+from typing import Any
+
+from agent_identity.admission.review import Decision, allow, deny, user_of
+from agent_identity.registry import Registry
+
+
+def _reviewer() -> Callable[..., Any] | None:
+    try:
+        module = importlib.import_module("agent_identity.authz.approvals")
+    except ModuleNotFoundError as exc:
+        if exc.name == "agent_identity.authz.approvals":
+            return None
+        raise
+    fn: Callable[..., Any] | None = getattr(module, "review_status_update", None)
+    return fn
+
+
+def review_status(
+    request: dict[str, Any],
+    registry: Registry,
+    now: datetime,
+    reviewer: Callable[..., Any] | None = None,
+    system_users: Collection[str] = (),
+) -> Decision:
+    """Check a status UPDATE; ``system_users``: the process's own identity (it expires requests)."""
+    if request.get("operation") != "UPDATE":
+        return allow()
+    reviewer = reviewer or _reviewer()
+    if reviewer is None:
+        # Fail closed: without the rules nobody may record a decision.
+        return deny(
+            "approval decisions cannot be recorded: this admission process was built without "
+            "agent_identity.authz.approvals; upgrade the agent-identity admission deployment",
+            "ApprovalsUnavailable",
+        )
+    old: dict[str, Any] = request.get("oldObject") or {}
+    new: dict[str, Any] = request.get("object") or {}
+    namespace = str(request.get("namespace") or "")
+    username, groups = user_of(request)
+    review = reviewer(
+        old, new, username, groups, registry.policies_in(namespace), now, system_users=system_users
+    )
+    if not review.allowed:
+        return deny(review.message, "ApprovalRefused")
+    if review.status is None or review.status == new.get("status"):
+        return allow("ApprovalRecorded")
+    op = "replace" if "status" in new else "add"
+    return allow("ApprovalRecorded", patch=[{"op": op, "path": "/status", "value": review.status}])

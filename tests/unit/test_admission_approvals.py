@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from agent_identity.admission.approvals import review_status
+from tests.unit.test_admission_helpers import NOW, registry
+
+
+@dataclass
+class Review:
+    allowed: bool
+    message: str
+    status: dict[str, Any] | None = None
+
+
+def _req(user: str = "sre-lead") -> dict[str, Any]:
+    obj = {
+        "metadata": {"name": "r", "namespace": "payments"},
+        "status": {"decisions": [{"verdict": "Approve"}]},
+    }
+    return {
+        "operation": "UPDATE",
+        "namespace": "payments",
+        "userInfo": {"username": user, "groups": ["sre-leads"]},
+        "object": obj,
+        "oldObject": {**obj, "status": {}},
+    }
+
+
+def test_refusal_is_a_denial_with_the_reviewers_message() -> None:
+    calls: list[tuple[Any, ...]] = []
+
+    def reviewer(*args: Any, **kw: Any) -> Review:
+        calls.append((*args, kw))
+        return Review(False, "you opened this request; someone else must decide")
+
+    d = review_status(_req(), registry(), NOW, reviewer=reviewer, system_users=["system:svc"])
+    assert not d.allowed and d.reason == "ApprovalRefused" and "someone else" in d.message
+    _old, _new, user, groups, _policies, now, kw = calls[0]
+    assert (user, groups, now, kw) == (
+        "sre-lead",
+        ["sre-leads"],
+        NOW,
+        {"system_users": ["system:svc"]},
+    )
+
+
+def test_accepted_decision_replaces_status() -> None:
+    status = {"state": "Approved", "decisions": [{"approver": "sre-lead", "verdict": "Approve"}]}
+    d = review_status(_req(), registry(), NOW, reviewer=lambda *a, **k: Review(True, "", status))
+    assert d.allowed and d.patch == [{"op": "replace", "path": "/status", "value": status}]
+
+
+def test_real_reviewer_is_wired() -> None:
+    # the decision engine's module is part of the build: a malformed request is refused by it
+    d = review_status(_req(), registry(), NOW)
+    assert not d.allowed and d.reason == "ApprovalRefused"

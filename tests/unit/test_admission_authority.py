@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import pytest
+
+from agent_identity.admission.authority import egress_rule_covers, overlaps, rule_covers
+from agent_identity.api import EgressRule, PolicyRule
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "expected"),
+    [
+        ("github.**", "github.admin.users", True),
+        ("github.admin.**", "github.*", True),
+        ("github.pulls.*", "github.admin.**", False),
+        ("**", "x", True),
+        ("a.*.c", "a.b.*", True),
+        ("a.b", "a.c", False),
+        ("a.**.z", "a.b.c", False),
+    ],
+)
+def test_overlaps(a: str, b: str, expected: bool) -> None:
+    assert overlaps(a, b) is expected and overlaps(b, a) is expected
+
+
+def test_rule_covers_wildcards_and_names() -> None:
+    star = PolicyRule(api_groups=["*"], resources=["*"], verbs=["*"])
+    assert rule_covers(star, ("apps", "deployments", "delete", ""))
+    sub = PolicyRule(api_groups=[""], resources=["*/log"], verbs=["get"])
+    assert rule_covers(sub, ("", "pods/log", "get", ""))
+    assert not rule_covers(sub, ("", "pods", "get", ""))
+    named = PolicyRule(
+        api_groups=[""], resources=["configmaps"], verbs=["get"], resource_names=["a"]
+    )
+    assert rule_covers(named, ("", "configmaps", "get", "a"))
+    assert not rule_covers(named, ("", "configmaps", "get", ""))  # unnamed means every name
+
+
+def test_egress_cover() -> None:
+    parent = EgressRule.model_validate(
+        {
+            "to": [{"cidr": "10.0.0.0/8", "except": ["10.9.0.0/16"]}],
+            "ports": [{"port": 8000, "endPort": 9000}],
+        }
+    )
+    ok = EgressRule.model_validate({"to": [{"cidr": "10.1.0.0/16"}], "ports": [{"port": 8443}]})
+    assert egress_rule_covers(parent, ok)
+    hole = EgressRule.model_validate({"to": [{"cidr": "10.9.1.0/24"}], "ports": [{"port": 8443}]})
+    assert not egress_rule_covers(parent, hole)
+    any_port = EgressRule.model_validate({"to": [{"cidr": "10.1.0.0/16"}]})
+    assert not egress_rule_covers(parent, any_port)
+    udp = EgressRule.model_validate(
+        {"to": [{"cidr": "10.1.0.0/16"}], "ports": [{"port": 8443, "protocol": "UDP"}]}
+    )
+    assert not egress_rule_covers(parent, udp)
