@@ -1,7 +1,10 @@
 """Test wiring: one Kubernetes API server per session for everything under tests/integration.
 
-    --cluster=local   (default) the local control plane from agent_identity.devcluster,
-                      started in a temporary state directory (never the `make run` one)
+    --cluster=local   (default) the local cluster from agent_identity.devcluster, started
+                      in a temporary state directory (never the `make run` one): with its
+                      node (kubelet, containerd, kube-proxy, CoreDNS; needs root) when e2e
+                      tests (tests/e2e, marker `e2e`) are collected, else the control plane
+                      alone (faster; integration tests need no node)
     --cluster=kind    pytest-kind's KindCluster; skipped with a reason when there is no Docker
     --kubeconfig PATH an existing cluster (the option is pytest-kind's; we honour it too)
 
@@ -26,6 +29,10 @@ import pytest
 from agent_identity.devcluster import DevCluster, binaries_dir, ensure_built, is_built
 
 INTEGRATION_DIR = Path(__file__).resolve().parent / "integration"
+E2E_DIR = Path(__file__).resolve().parent / "e2e"
+NEEDS_NODE = pytest.StashKey[bool]()
+# Tests that stop the session's cluster (the leave-nothing-behind check) run last.
+LAST_MARKER = "stops_cluster"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -43,18 +50,32 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         )
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", f"{LAST_MARKER}: stops the session's cluster, so it runs after every other test"
+    )
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     integration = pytest.mark.integration
     selected = False
+    needs_node = False
     for item in items:
-        if INTEGRATION_DIR in Path(str(item.path)).resolve().parents:
+        parents = Path(str(item.path)).resolve().parents
+        if INTEGRATION_DIR in parents:
             item.add_marker(integration)
+        if E2E_DIR in parents:
+            item.add_marker(pytest.mark.e2e)
+        if item.get_closest_marker("e2e") is not None:
+            needs_node = selected = True
         if item.get_closest_marker("integration") is not None:
             selected = True
+    items.sort(key=lambda i: i.get_closest_marker(LAST_MARKER) is not None)  # stable
+    config.stash[NEEDS_NODE] = needs_node
     # Build before any test runs, so a first-time build (~11 min) is not charged to
     # one test's timeout; a run of unit tests alone never builds.
-    if selected and _mode(config) == "local" and not is_built():
-        ensure_built(progress=True)
+    if selected and _mode(config) == "local" and not is_built(node=needs_node):
+        ensure_built(progress=True, node=needs_node)
 
 
 def _mode(config: pytest.Config) -> str:
@@ -78,7 +99,14 @@ class TestCluster:
     kubectl_bin: str
     mode: str
     devcluster: DevCluster | None = None
+    # The host as it was before the local node started (for the leave-nothing check).
+    host_before: dict[str, Any] | None = None
     _api_client: Any = field(default=None, repr=False)
+
+    @property
+    def has_node(self) -> bool:
+        """Pods really run: the local cluster's node, or any other cluster's nodes."""
+        return self.devcluster is None or self.devcluster.has_node
 
     def kubectl(
         self,
@@ -155,8 +183,39 @@ def cluster(
     else:
         # A state directory of its own: tests never touch the `make run` cluster.
         state_dir = tmp_path_factory.mktemp("devcluster")
-        with DevCluster.start(state_dir) as dev:
-            yield TestCluster(dev.kubeconfig, str(dev.bin_dir / "kubectl"), mode, dev)
+        node = request.config.stash.get(NEEDS_NODE, False)
+        before = host_snapshot() if node else None
+        with DevCluster.start(state_dir, node=node) as dev:
+            yield TestCluster(dev.kubeconfig, str(dev.bin_dir / "kubectl"), mode, dev, before)
+
+
+def host_snapshot() -> dict[str, Any]:
+    """What a node changes on the host: links, our mounts, iptables rules, netns, nft tables."""
+
+    def out(*args: str) -> str:
+        if shutil.which(args[0]) is None:
+            return ""
+        return subprocess.run(args, capture_output=True, text=True, check=False).stdout
+
+    def rules(save: str) -> list[str]:
+        # Counters and comments change on their own; rules and chains are what matter.
+        return sorted(
+            re.sub(r"\[\d+:\d+\]", "", ln)
+            for ln in save.splitlines()
+            if ln and not ln.startswith("#")
+        )
+
+    mounts = Path("/proc/self/mounts").read_text().splitlines()
+    return {
+        "links": sorted(ln.split(":")[1].strip() for ln in out("ip", "-o", "link").splitlines()),
+        "mounts": sorted(
+            m for m in mounts if re.search(r"netns|containerd|kubelet|devcluster|/pods/", m)
+        ),
+        "iptables": rules(out("iptables-save")),
+        "ip6tables": rules(out("ip6tables-save")),
+        "netns": sorted(p.name for p in Path("/var/run/netns").glob("*")),
+        "nft_tables": sorted(out("nft", "list", "tables").splitlines()),
+    }
 
 
 def _namespace_name(test_name: str) -> str:

@@ -10,6 +10,8 @@ directory), never in the repository; a stamp file marks a complete build.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import re
@@ -18,7 +20,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 K8S_VERSION = "v1.35.4"
@@ -26,10 +28,14 @@ K8S_VERSION = "v1.35.4"
 STAGING_VERSION = "v0." + K8S_VERSION.removeprefix("v1.")
 ETCD_VERSION = "v3.6.16"
 
-# The commands built from k8s.io/kubernetes/cmd/<name>. Adding kubelet,
-# kube-scheduler or kube-proxy later is a one-line change here.
-K8S_COMMANDS: tuple[str, ...] = ("kube-apiserver", "kube-controller-manager", "kubectl")
+COREDNS_VERSION = "v1.15.0"
+
+# The commands built from k8s.io/kubernetes/cmd/<name>: the control plane's, then the node's.
+CONTROL_PLANE_COMMANDS: tuple[str, ...] = ("kube-apiserver", "kube-controller-manager", "kubectl")
+NODE_COMMANDS: tuple[str, ...] = ("kubelet", "kube-scheduler", "kube-proxy")
+K8S_COMMANDS: tuple[str, ...] = (*CONTROL_PLANE_COMMANDS, *NODE_COMMANDS)
 ETCD_BINARY = "etcd"
+COREDNS_BINARY = "coredns"
 
 STAMP_FILE = ".complete.json"
 HEARTBEAT_SECONDS = 20.0
@@ -54,22 +60,67 @@ def binary(name: str) -> Path:
     return binaries_dir() / name
 
 
+def required_binaries(node: bool = True) -> tuple[str, ...]:
+    """The binaries a cluster needs: the control plane's, plus the node's when `node`."""
+    if node:
+        return (*K8S_COMMANDS, ETCD_BINARY, COREDNS_BINARY)
+    return (*CONTROL_PLANE_COMMANDS, ETCD_BINARY)
+
+
 def all_binaries() -> tuple[str, ...]:
-    return (*K8S_COMMANDS, ETCD_BINARY)
+    return required_binaries(node=True)
 
 
-def _stamp() -> dict[str, object]:
-    return {"kubernetes": K8S_VERSION, "etcd": ETCD_VERSION, "commands": sorted(all_binaries())}
+def _versions() -> dict[str, str]:
+    return {"kubernetes": K8S_VERSION, "etcd": ETCD_VERSION, "coredns": COREDNS_VERSION}
 
 
-def is_built() -> bool:
-    """True when every binary is present and the stamp matches this build's inputs."""
-    bin_dir = binaries_dir()
-    try:
-        stamp = json.loads((bin_dir / STAMP_FILE).read_text())
-    except (OSError, ValueError):
+def _stamp(commands: Sequence[str] | None = None) -> dict[str, object]:
+    """The stamp of a build that produced `commands` (default: every binary)."""
+    built = all_binaries() if commands is None else commands
+    return {**_versions(), "commands": sorted(set(built))}
+
+
+def stamp_covers(stamp: object, wanted: Sequence[str]) -> bool:
+    """Whether a stamp (the JSON of a finished build) vouches for every `wanted` binary.
+
+    The stamp lists the binaries a build produced; versions must match this build's
+    inputs (a stamp without a `coredns` key predates the node and vouches for no coredns).
+    """
+    if not isinstance(stamp, dict):
         return False
-    return stamp == _stamp() and all(os.access(bin_dir / b, os.X_OK) for b in all_binaries())
+    commands = stamp.get("commands")
+    if not isinstance(commands, list):
+        return False
+    for name in wanted:
+        if name not in commands:
+            return False
+        key = "coredns" if name == COREDNS_BINARY else "etcd" if name == ETCD_BINARY else None
+        version = _versions()[key] if key else K8S_VERSION
+        if stamp.get(key or "kubernetes") != version:
+            return False
+    return True
+
+
+def _read_stamp(bin_dir: Path) -> object:
+    try:
+        return json.loads((bin_dir / STAMP_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _present(bin_dir: Path) -> list[str]:
+    """Binaries in `bin_dir` the stamp vouches for and that are executable."""
+    stamp = _read_stamp(bin_dir)
+    return [
+        b for b in all_binaries() if stamp_covers(stamp, [b]) and os.access(bin_dir / b, os.X_OK)
+    ]
+
+
+def is_built(node: bool = True) -> bool:
+    """True when every binary needed (the node's too, unless `node=False`) is built."""
+    present = _present(binaries_dir())
+    return all(b in present for b in required_binaries(node))
 
 
 def hack_dir() -> Path:
@@ -214,7 +265,9 @@ def _go() -> str:
     return go
 
 
-def _build_kubernetes(work: Path, out: Path, progress: _Progress) -> None:
+def _build_kubernetes(
+    work: Path, out: Path, progress: _Progress, commands: Sequence[str] = K8S_COMMANDS
+) -> None:
     go = _go()
     work.mkdir(parents=True, exist_ok=True)
     log = work / "build.log"
@@ -230,7 +283,7 @@ def _build_kubernetes(work: Path, out: Path, progress: _Progress) -> None:
     upstream = Path(info["GoMod"]).read_text()
     template = (hack_dir() / "k8s" / "go.mod.tmpl").read_text()
     (work / "go.mod").write_text(render_k8s_gomod(template, upstream))
-    pkgs = [f"k8s.io/kubernetes/cmd/{c}" for c in K8S_COMMANDS]
+    pkgs = [f"k8s.io/kubernetes/cmd/{c}" for c in commands]
     # Pin every package to the release: `go get pkg` alone means @upgrade and
     # would pull a newer kubernetes whose staging modules do not match.
     _run(
@@ -245,7 +298,34 @@ def _build_kubernetes(work: Path, out: Path, progress: _Progress) -> None:
         work,
         log,
         progress,
-        f"compile {', '.join(K8S_COMMANDS)}",
+        f"compile {', '.join(commands)}",
+    )
+
+
+def _build_coredns(work: Path, out: Path, progress: _Progress) -> None:
+    """CoreDNS with the few plugins the cluster DNS uses (hack/coredns/main.go)."""
+    go = _go()
+    work.mkdir(parents=True, exist_ok=True)
+    log = work / "build.log"
+    src = hack_dir() / "coredns"
+    for name in ("main.go", "go.mod", "go.sum"):
+        if (src / name).exists():
+            shutil.copy2(src / name, work / name)
+    _run(
+        [go, "get", f"github.com/coredns/coredns@{COREDNS_VERSION}"],
+        work,
+        log,
+        progress,
+        f"download CoreDNS {COREDNS_VERSION}",
+    )
+    _run([go, "mod", "tidy"], work, log, progress, "go mod tidy (coredns)")
+    ldflags = f"-s -w -X github.com/coredns/coredns/coremain.GitCommit={COREDNS_VERSION}"
+    _run(
+        [go, "build", "-trimpath", "-ldflags", ldflags, "-o", str(out / COREDNS_BINARY), "."],
+        work,
+        log,
+        progress,
+        "compile coredns",
     )
 
 
@@ -274,43 +354,65 @@ def _build_etcd(work: Path, out: Path, progress: _Progress) -> None:
     )
 
 
-def ensure_built(progress: bool = True, force: bool = False) -> Path:
-    """Build the binaries unless a complete build of these versions is cached.
+@contextlib.contextmanager
+def build_lock() -> Iterator[None]:
+    """One build at a time per cache (several test sessions may start at once)."""
+    lock = cache_root() / "build" / ".lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
-    Returns the binaries directory. The first build takes ~11 minutes on 2 cores.
+
+def ensure_built(progress: bool = True, force: bool = False, node: bool = True) -> Path:
+    """Build the binaries that are missing (the node's too unless `node=False`).
+
+    Returns the binaries directory. The first build of the control plane takes ~11
+    minutes on 2 cores; the node's binaries add a few minutes. Binaries already built
+    are kept: adding the node to a cached control plane builds only the node's.
     """
     bin_dir = binaries_dir()
-    if is_built() and not force:
+    wanted = list(required_binaries(node))
+    if is_built(node) and not force:
         return bin_dir
-    prog = _Progress(progress)
-    prog.say(
-        f"building Kubernetes {K8S_VERSION} ({', '.join(K8S_COMMANDS)}) and etcd "
-        f"{ETCD_VERSION} into {bin_dir} (first time: ~11 min on 2 cores)"
-    )
-    # Build into a scratch directory and move into place, so an interrupted build
-    # never leaves a half-written binary that looks usable.
-    staging = bin_dir.parent / f".{bin_dir.name}.partial"
-    staging.mkdir(parents=True, exist_ok=True)
-    work = cache_root() / "build"
-    missing = (
-        [b for b in all_binaries() if not os.access(staging / b, os.X_OK)] if not force else []
-    )
-    if force or any(c in missing for c in K8S_COMMANDS):
-        _build_kubernetes(work / f"kubernetes-{K8S_VERSION}", staging, prog)
-    if force or ETCD_BINARY in missing:
-        _build_etcd(work / f"etcd-{ETCD_VERSION}", staging, prog)
-    bin_dir.mkdir(parents=True, exist_ok=True)
-    for name in all_binaries():
-        os.replace(staging / name, bin_dir / name)
-    (bin_dir / STAMP_FILE).write_text(json.dumps(_stamp(), indent=2) + "\n")
-    shutil.rmtree(staging, ignore_errors=True)
-    prog.say(f"done: {bin_dir}")
+    with build_lock():
+        present = [] if force else _present(bin_dir)  # another process may have built them
+        missing = [b for b in wanted if b not in present]
+        if not missing:
+            return bin_dir
+        prog = _Progress(progress)
+        prog.say(
+            f"building {', '.join(missing)} (Kubernetes {K8S_VERSION}, etcd {ETCD_VERSION}, "
+            f"CoreDNS {COREDNS_VERSION}) into {bin_dir} (first time: ~11 min on 2 cores)"
+        )
+        # Build into a scratch directory and move into place, so an interrupted build
+        # never leaves a half-written binary that looks usable.
+        staging = bin_dir.parent / f".{bin_dir.name}.partial"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True, exist_ok=True)
+        work = cache_root() / "build"
+        k8s = [c for c in K8S_COMMANDS if c in missing]
+        if k8s:
+            _build_kubernetes(work / f"kubernetes-{K8S_VERSION}", staging, prog, k8s)
+        if ETCD_BINARY in missing:
+            _build_etcd(work / f"etcd-{ETCD_VERSION}", staging, prog)
+        if COREDNS_BINARY in missing:
+            _build_coredns(work / f"coredns-{COREDNS_VERSION}", staging, prog)
+        bin_dir.mkdir(parents=True, exist_ok=True)
+        for name in missing:
+            os.replace(staging / name, bin_dir / name)
+        (bin_dir / STAMP_FILE).write_text(json.dumps(_stamp([*present, *missing]), indent=2) + "\n")
+        shutil.rmtree(staging, ignore_errors=True)
+        prog.say(f"done: {bin_dir}")
     return bin_dir
 
 
 if __name__ == "__main__":  # pragma: no cover - `python -m agent_identity.devcluster.build`
     try:
-        ensure_built(force="--force" in sys.argv)
+        ensure_built(force="--force" in sys.argv, node="--no-node" not in sys.argv)
     except BuildError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)

@@ -162,6 +162,28 @@ class CertificateAuthority:
         return builder.sign(self.key, hashes.SHA256()), key
 
 
+# The API server's names: loopback, the node's bridge address (10.244.0.1, where it
+# listens when the cluster has a node) and the `kubernetes` Service IP.
+SERVING_IPS = ("127.0.0.1", "10.244.0.1", "10.0.0.1")
+SERVING_DNS_NAMES = (
+    "localhost",
+    "kubernetes",
+    "kubernetes.default",
+    "kubernetes.default.svc",
+    "kubernetes.default.svc.cluster.local",
+)
+
+
+def _has_ip_sans(cert_file: Path, ips: Sequence[str]) -> bool:
+    try:
+        cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (OSError, ValueError, x509.ExtensionNotFound):
+        return False
+    have = {str(ip) for ip in sans.get_values_for_type(x509.IPAddress)}
+    return all(ip in have for ip in ips)
+
+
 def _write_private(path: Path, data: bytes) -> None:
     path.touch(mode=0o600, exist_ok=True)
     path.chmod(0o600)
@@ -206,34 +228,53 @@ class ClusterPKI:
     def sa_pub(self) -> Path:
         return self.directory / "sa.pub"
 
+    @property
+    def kubelet_client_cert(self) -> Path:  # the API server's client cert towards the kubelet
+        return self.directory / "apiserver-kubelet-client.crt"
+
+    @property
+    def kubelet_client_key(self) -> Path:
+        return self.directory / "apiserver-kubelet-client.key"
+
     def exists(self) -> bool:
         files = [self.ca_cert, self.ca_key, self.client_ca_cert, self.client_ca_key]
         files += [self.serving_cert, self.serving_key, self.sa_key, self.sa_pub]
-        return all(f.is_file() for f in files)
+        files += [self.kubelet_client_cert, self.kubelet_client_key]
+        return all(f.is_file() for f in files) and _has_ip_sans(self.serving_cert, SERVING_IPS)
 
     def ensure(self) -> ClusterPKI:
-        """Generate the PKI unless it exists; reusing it keeps old kubeconfigs valid."""
+        """Generate what is missing; reusing the CAs keeps old kubeconfigs valid."""
         if self.exists():
             return self
         self.directory.mkdir(parents=True, exist_ok=True)
-        serving_ca = CertificateAuthority.create("agent-identity-devcluster-ca")
-        serving_ca.save(self.ca_cert, self.ca_key)
-        client_ca = CertificateAuthority.create("agent-identity-devcluster-client-ca")
-        client_ca.save(self.client_ca_cert, self.client_ca_key)
-        cert, key = serving_ca.issue(
-            "kube-apiserver",
-            dns_names=(
-                "localhost",
-                "kubernetes",
-                "kubernetes.default",
-                "kubernetes.default.svc",
-                "kubernetes.default.svc.cluster.local",
-            ),
-            ip_addresses=("127.0.0.1", "10.0.0.1"),
-            server=True,
-        )
-        self.serving_cert.write_bytes(cert_pem(cert))
-        _write_private(self.serving_key, key_pem(key))
+        if not (self.ca_cert.is_file() and self.ca_key.is_file()):
+            CertificateAuthority.create("agent-identity-devcluster-ca").save(
+                self.ca_cert, self.ca_key
+            )
+        if not (self.client_ca_cert.is_file() and self.client_ca_key.is_file()):
+            CertificateAuthority.create("agent-identity-devcluster-client-ca").save(
+                self.client_ca_cert, self.client_ca_key
+            )
+        serving_ca = CertificateAuthority.load(self.ca_cert, self.ca_key)
+        # Reissued when an older PKI lacks an address (the node's bridge came later).
+        if not (self.serving_key.is_file() and _has_ip_sans(self.serving_cert, SERVING_IPS)):
+            cert, key = serving_ca.issue(
+                "kube-apiserver",
+                dns_names=SERVING_DNS_NAMES,
+                ip_addresses=SERVING_IPS,
+                server=True,
+            )
+            self.serving_cert.write_bytes(cert_pem(cert))
+            _write_private(self.serving_key, key_pem(key))
+        if not (self.kubelet_client_cert.is_file() and self.kubelet_client_key.is_file()):
+            # system:masters: the kubelet's webhook authorizer allows logs/exec/port-forward.
+            kcert, kkey = self.client_ca().issue(
+                "kube-apiserver-kubelet-client", organizations=["system:masters"], client=True
+            )
+            self.kubelet_client_cert.write_bytes(cert_pem(kcert))
+            _write_private(self.kubelet_client_key, key_pem(kkey))
+        if self.sa_key.is_file() and self.sa_pub.is_file():
+            return self
         sa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         _write_private(self.sa_key, key_pem(sa))
         self.sa_pub.write_bytes(

@@ -1,0 +1,3 @@
+module agentidentity.local/corednsbuild
+
+go 1.26

@@ -1,0 +1,3 @@
+module agentidentity.local/pause
+
+go 1.24
