@@ -52,7 +52,7 @@ class Options:
     decisions_url: str | None = None
     webhook_name: str = DEFAULT_NAME
     operator_namespace: str = "agent-identity-system"
-    cluster_name: str = "default"
+    cluster_name: str = "local"
     audit_file: str | None = None
     install: bool = True  # --dev: install the webhook configurations pointing at us
 

@@ -79,7 +79,7 @@ from agent_identity.admission.webhookconfig import (
 )
 @click.option(
     "--cluster-name",
-    default="default",
+    default="local",
     envvar="AGENT_IDENTITY_CLUSTER_NAME",
     show_default=True,
     help="Cluster name in agent identity URIs.",

@@ -33,6 +33,7 @@ from agent_identity.identity.network import DECISION_API_NAMESPACE
 @click.option(
     "--cluster-name",
     default="local",
+    envvar="AGENT_IDENTITY_CLUSTER_NAME",
     show_default=True,
     help="Cluster name in identity URIs agent://<cluster>/<namespace>/<name>.",
 )
