@@ -55,7 +55,7 @@ clean-cluster: $(STAMP)
 	-$(BIN)/agent-identity devcluster down
 
 # --- shipping (issue 9) ---------------------------------------------------------------
-.PHONY: image helm manifests run-helm
+.PHONY: image helm manifests run-helm run-incluster
 HELM_PY := $(BIN)/python -m agent_identity.devcluster.helm
 
 # The image localhost/agent-identity:<version> (buildah, no Docker), also as an OCI archive
@@ -73,11 +73,20 @@ manifests: helm
 	$(HELM_PY) manifests
 
 # The chart's cluster-scoped parts on the local control plane, then both processes locally.
+# Uses the running local cluster (with or without its node), else starts the control plane.
 run-helm: binaries helm
-	@eval "$$($(BIN)/agent-identity devcluster up)" && \
-	  $(HELM_PY) cluster-scoped | kubectl apply --server-side -f - && \
+	@if ! env_out="$$($(BIN)/agent-identity devcluster env 2>/dev/null)"; then \
+	  env_out="$$($(BIN)/agent-identity devcluster up --no-node)" || exit 1; fi; \
+	eval "$$env_out" && \
+	  $(HELM_PY) cluster-scoped | kubectl apply --server-side --force-conflicts -f - && \
 	  kubectl wait --for condition=Established crd --all --timeout=60s && \
 	  trap 'kill $$op $$adm 2>/dev/null' EXIT INT TERM; \
 	  $(BIN)/agent-identity operator --metrics-port 9090 & op=$$!; \
 	  $(BIN)/agent-identity admission --dev --metrics-port 9091 & adm=$$!; \
 	  wait
+
+# The operator in-cluster (issue 10): the local cluster with its node, the project image
+# (re)built and imported into the node, the chart installed with it (pullPolicy Never) in
+# agent-identity-system (Pod Security restricted). The cluster keeps running afterwards.
+run-incluster: binaries helm image
+	$(HELM_PY) incluster

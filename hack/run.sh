@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# `make run`: bring up the local stack and keep it up until Ctrl-C.
-# Each step is its own marked section; later steps (CRDs, operator, admission
-# webhook, examples) are added as new sections before "wait".
+# `make run`: bring up the local stack and keep it up until Ctrl-C: the cluster (control
+# plane + one node), the CRDs, the operator and the admission webhook + decision API run
+# locally, the examples, and a running agent pod asking for permission that a person grants.
+# Each step is its own marked section. RUN_NODE=0 skips the node (and the pod demo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,16 +31,100 @@ trap 'cleanup; exit 143' TERM
 # --- section: binaries ---------------------------------------------------------------
 "$AI" devcluster build >/dev/null
 
-# --- section: control plane ----------------------------------------------------------
-echo "== starting the local control plane" >&2
-eval "$("$AI" devcluster up --state-dir "$STATE_DIR")"
+# --- section: control plane (and, by default, its node with the project image) ---------
+# RUN_NODE=0: the control plane alone (no root needed; agents are admitted, pods never run).
+if [ "${RUN_NODE:-1}" = 1 ]; then
+  echo "== starting the local cluster with its node (first time: builds the project image, a few minutes)" >&2
+  eval "$("$AI" devcluster up --state-dir "$STATE_DIR" --image)"
+else
+  echo "== starting the local control plane (no node)" >&2
+  eval "$("$AI" devcluster up --state-dir "$STATE_DIR" --no-node)"
+fi
 export KUBECONFIG PATH
 
-# --- section: CRDs (later issue) -----------------------------------------------------
+# --- section: CRDs -------------------------------------------------------------------
+echo "== installing the CRDs" >&2
+"$AI" crds install
+# Who may approve (kubectl agent approve), who may evaluate, the decision API's readers.
+kubectl apply -f manifests/rbac/ >&2
 
-# --- section: operator and admission webhook (later issue) ---------------------------
 
-# --- section: examples (later issue) -------------------------------------------------
+# --- section: operator and admission webhook -----------------------------------------
+LOGS="$STATE_DIR/logs"
+AUDIT="$STATE_DIR/audit.jsonl"
+mkdir -p "$LOGS"
+echo "== starting the operator (log: $LOGS/operator.log)" >&2
+"$AI" operator --kubeconfig "$KUBECONFIG" --cluster-name local --metrics-port 9090 \
+  --audit-file "$AUDIT" >"$LOGS/operator.log" 2>&1 &
+PIDS+=($!)
+echo "== starting the admission webhook and decision API (log: $LOGS/admission.log)" >&2
+"$AI" admission --dev --kubeconfig "$KUBECONFIG" --cluster-name local --metrics-port 9091 \
+  --audit-file "$AUDIT" >"$LOGS/admission.log" 2>&1 &
+PIDS+=($!)
+# The webhook configurations are installed once the admission process serves and its
+# watches have synced; wait for them so the examples go through admission.
+for _ in $(seq 1 120); do
+  kubectl get validatingwebhookconfiguration agent-identity >/dev/null 2>&1 && break
+  if ! kill -0 "${PIDS[-1]}" 2>/dev/null; then
+    echo "the admission process exited; see $LOGS/admission.log" >&2
+    tail -20 "$LOGS/admission.log" >&2
+    exit 1
+  fi
+  sleep 0.5
+done
+kubectl get validatingwebhookconfiguration agent-identity >/dev/null
+
+
+# --- section: examples ---------------------------------------------------------------
+echo "== applying examples/" >&2
+kubectl apply -f examples/ >&2
+kubectl wait --for=condition=Ready agents --all -n payments --timeout=60s >&2 || true
+kubectl get agents,authorityscopes,approvalpolicies -n payments >&2
+.venv/bin/kubectl-agent list -A >&2 || true
+
+
+# --- section: a running agent asks for permission, a person grants it (needs the node) --
+DEMO=no
+if [ -n "$(kubectl get nodes -o name 2>/dev/null)" ]; then
+  DEMO=yes
+  APPROVER=sre-lead@example.com   # named by the prod-deploys ApprovalPolicy
+  in_pod() { kubectl exec -n payments deploy/release-bot -c agent -- agent-identity "$@"; }
+  echo "== running the release-bot agent as a pod (examples/pods/)" >&2
+  kubectl apply -f examples/pods/ >&2
+  kubectl rollout status deploy/release-bot -n payments --timeout=180s >&2
+  kubectl get pods -n payments -l agentidentity.io/agent=release-bot -o wide >&2
+  echo "== inside the pod: who am I, and may I ...?" >&2
+  in_pod whoami >&2
+  echo "-- deploy.staging (allowed by the deployer scope):" >&2
+  in_pod check deploy.staging >&2 || true
+  echo "-- github.admin.delete-repo (denied by the deployer scope):" >&2
+  in_pod check github.admin.delete-repo >&2 || true
+  echo "-- deploy.production (sensitive: waits for a person's approval):" >&2
+  in_pod check deploy.production --resource service/payments-api --wait 300 \
+    >"$LOGS/demo-check.log" 2>&1 &
+  CHECK_PID=$!
+  for _ in $(seq 1 100); do
+    REQ=$(kubectl get approvalrequests -n payments -o name 2>/dev/null | head -1)
+    [ -n "$REQ" ] && break
+    sleep 0.2
+  done
+  if [ -z "${REQ:-}" ]; then
+    echo "no ApprovalRequest appeared; see $LOGS/demo-check.log and $LOGS/admission.log" >&2
+    cat "$LOGS/demo-check.log" >&2
+    exit 1
+  fi
+  .venv/bin/kubectl-agent approvals -n payments >&2
+  echo "== $APPROVER approves ${REQ#*/}" >&2
+  kubectl create rolebinding demo-approvers -n payments --clusterrole=agentidentity-approver \
+    --user="$APPROVER" --dry-run=client -o yaml | kubectl apply -f - >&2
+  APPROVER_KUBECONFIG=$("$AI" devcluster user --state-dir "$STATE_DIR" "$APPROVER")
+  KUBECONFIG="$APPROVER_KUBECONFIG" .venv/bin/kubectl-agent approve "${REQ#*/}" -n payments \
+    --reason "make run demo: change approved" >&2
+  wait "$CHECK_PID" || true
+  echo "-- the waiting check in the pod now says:" >&2
+  cat "$LOGS/demo-check.log" >&2
+fi
+
 
 # --- ready ------------------------------------------------------------------------------
 cat >&2 <<MSG
@@ -49,9 +134,21 @@ In another terminal:
 
   export KUBECONFIG=$KUBECONFIG
   export PATH=$(dirname "$(command -v kubectl)"):\$PATH
-  kubectl get namespaces
+  kubectl get agents,authorityscopes -A
+  kubectl agent list -A                      # with $(pwd)/.venv/bin on PATH
+  kubectl agent can-i release-bot -n payments deploy.production service/payments-api
+MSG
+if [ "$DEMO" = yes ]; then
+  cat >&2 <<MSG
+  kubectl exec -n payments deploy/release-bot -- agent-identity check deploy.staging
+  kubectl agent suspend release-bot -n payments    # its pods are deleted within seconds
+  kubectl agent resume release-bot -n payments
+MSG
+fi
+cat >&2 <<MSG
 
-Logs: $STATE_DIR/logs/. Press Ctrl-C to stop.
+Logs: $STATE_DIR/logs/ (operator.log, admission.log); audit records: $AUDIT.
+Press Ctrl-C to stop.
 MSG
 echo "KUBECONFIG=$KUBECONFIG"
 

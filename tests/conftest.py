@@ -19,7 +19,7 @@ import secrets
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,9 @@ E2E_DIR = Path(__file__).resolve().parent / "e2e"
 NEEDS_NODE = pytest.StashKey[bool]()
 # Tests that stop the session's cluster (the leave-nothing-behind check) run last.
 LAST_MARKER = "stops_cluster"
+# Tests that need the cluster before the session's operator and admission process start
+# (the chart's own operator in-cluster) run first.
+FIRST_MARKER = "runs_first"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -54,6 +57,11 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", f"{LAST_MARKER}: stops the session's cluster, so it runs after every other test"
     )
+    config.addinivalue_line(
+        "markers",
+        f"{FIRST_MARKER}: runs before every other test, before the session's operator and "
+        "admission process start",
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -70,7 +78,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             needs_node = selected = True
         if item.get_closest_marker("integration") is not None:
             selected = True
-    items.sort(key=lambda i: i.get_closest_marker(LAST_MARKER) is not None)  # stable
+
+    def rank(item: pytest.Item) -> int:
+        if item.get_closest_marker(FIRST_MARKER) is not None:
+            return 0
+        return 2 if item.get_closest_marker(LAST_MARKER) is not None else 1
+
+    items.sort(key=rank)  # stable: the order within each rank is kept
     config.stash[NEEDS_NODE] = needs_node
     # Build before any test runs, so a first-time build (~11 min) is not charged to
     # one test's timeout; a run of unit tests alone never builds.
@@ -101,7 +115,15 @@ class TestCluster:
     devcluster: DevCluster | None = None
     # The host as it was before the local node started (for the leave-nothing check).
     host_before: dict[str, Any] | None = None
+    # Session processes that talk to this cluster (the operator, the admission process),
+    # stopped cleanly by `stop_clients` before a test stops the cluster itself.
+    stop_hooks: list[Callable[[], object]] = field(default_factory=list, repr=False)
     _api_client: Any = field(default=None, repr=False)
+
+    def stop_clients(self) -> None:
+        """Stop every session process using the cluster, newest first (so it exits cleanly)."""
+        while self.stop_hooks:
+            self.stop_hooks.pop()()
 
     @property
     def has_node(self) -> bool:

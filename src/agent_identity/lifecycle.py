@@ -22,9 +22,16 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from agent_identity.api import Agent, Condition, HistoryEntry, LifecycleState, Phase
+from agent_identity.api import (
+    ADMITTING_PHASES,
+    Agent,
+    Condition,
+    HistoryEntry,
+    LifecycleState,
+    Phase,
+)
 from agent_identity.api.agent import HISTORY_LIMIT, OWNER_HELP
-from agent_identity.api.common import LAST_MODIFIED_BY_ANNOTATION, OPERATOR_ACTOR
+from agent_identity.api.common import AGENT_LABEL, LAST_MODIFIED_BY_ANNOTATION, OPERATOR_ACTOR
 from agent_identity.api.conditions import find, remove_condition, set_condition
 
 UNKNOWN_ACTOR = "unknown"
@@ -426,3 +433,95 @@ def invalid_conditions(
     conds = set_condition(list(conditions), READY, "False", INVALID_SPEC, message, generation, now)
     conds = set_condition(conds, STALLED, "True", INVALID_SPEC, message, generation, now)
     return remove_condition(conds, RECONCILING)
+
+
+# --- the kill switch: pods of an agent that no longer admits ------------------------------
+
+# Phases whose running pods the operator deletes (the webhook already refuses new ones).
+KILL_PHASES = frozenset({Phase.SUSPENDED, Phase.RETIRED})
+# Seconds a deleted agent pod gets to stop: a kill switch, not a drain. The API server
+# removes a pod that no node runs at once, whatever the grace period.
+KILL_GRACE_SECONDS = 1
+_FINISHED_POD_PHASES = frozenset({"Succeeded", "Failed"})
+
+
+@dataclass(frozen=True)
+class PodDeletion:
+    """One pod the operator deletes, and why (for the Event and the audit record)."""
+
+    name: str
+    uid: str
+    message: str
+
+
+def pods_to_delete(
+    agent_name: str,
+    phase: Phase | None,
+    pods: Sequence[Any],
+    already_deleted: frozenset[str] = frozenset(),
+) -> list[PodDeletion]:
+    """The pods (wire dicts) of ``agent_name`` to delete now that its phase is ``phase``.
+
+    Only Suspended and Retired agents lose their pods; pods labelled for another agent,
+    finished pods (Succeeded/Failed: nothing runs), pods already terminating within
+    ``KILL_GRACE_SECONDS`` and pods whose uid is in ``already_deleted`` are left alone.
+    Sorted by name, so the Events read in a stable order.
+    """
+    if phase not in KILL_PHASES:
+        return []
+    why = (
+        "it is Retired: its identity is revoked for good"
+        if phase == Phase.RETIRED
+        else "it is Suspended: new pods are refused until it is resumed"
+    )
+    out: list[PodDeletion] = []
+    for pod in pods:
+        meta = pod.get("metadata") or {}
+        labels = meta.get("labels") or {}
+        name = str(meta.get("name") or "")
+        uid = str(meta.get("uid") or "")
+        if not name or labels.get(AGENT_LABEL) != agent_name or uid in already_deleted:
+            continue
+        if (pod.get("status") or {}).get("phase") in _FINISHED_POD_PHASES:
+            continue
+        if meta.get("deletionTimestamp") is not None:
+            grace = meta.get("deletionGracePeriodSeconds")
+            if grace is None or int(grace) <= KILL_GRACE_SECONDS:
+                continue
+        out.append(PodDeletion(name, uid, f"deleted pod {name} of agent {agent_name}: {why}"))
+    return sorted(out, key=lambda d: d.name)
+
+
+# --- resume: workloads whose pod creation was refused while the agent was suspended --------
+
+# Controllers that recreate pods. Their create failures while the agent was Suspended
+# put them on an exponential backoff (up to minutes); one touch re-queues them at once.
+WORKLOAD_KINDS = ("ReplicaSet", "StatefulSet", "DaemonSet")
+RESUMED_ANNOTATION = "agentidentity.io/resumed-at"
+
+
+def resumed(entry: HistoryEntry | None) -> bool:
+    """The transition ``entry`` lets pods in again after the agent had lost them."""
+    return (
+        entry is not None
+        and entry.from_ in {p.value for p in KILL_PHASES}
+        and entry.to in {p.value for p in ADMITTING_PHASES}
+    )
+
+
+def workloads_to_nudge(agent_name: str, workloads: Sequence[Any]) -> list[str]:
+    """Names of the workloads (wire dicts of one kind) whose pods are ``agent_name``'s.
+
+    A workload belongs to the agent when its pod template carries the agent label; a
+    ReplicaSet scaled to zero (an old revision of a Deployment) has nothing to bring back.
+    """
+    out = []
+    for workload in workloads:
+        spec = workload.get("spec") or {}
+        labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
+        if labels.get(AGENT_LABEL) != agent_name or spec.get("replicas") == 0:
+            continue
+        name = (workload.get("metadata") or {}).get("name")
+        if name:
+            out.append(str(name))
+    return sorted(out)

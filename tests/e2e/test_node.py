@@ -14,25 +14,14 @@ from pathlib import Path
 import pytest
 
 from agent_identity.devcluster import node as devnode
-from agent_identity.devcluster.image import archive_path, build_image, image_ref
 from tests.conftest import TestCluster, host_snapshot
 
 NODE = devnode.NODE_NAME
 
 
-@pytest.fixture(scope="module")
-def app_image(cluster: TestCluster) -> str:
-    """The project image, built by the shipping build's entry point when missing.
-
-    `devcluster up` imports every archive of the image cache when the node starts;
-    one built after that is imported here the same way.
-    """
-    dev = cluster.devcluster
-    if not archive_path().is_file():
-        build_image()
-        if dev is not None and dev.has_node:
-            devnode.import_images(dev.node_paths, [archive_path()], print)
-    return image_ref()
+@pytest.fixture
+def app_image(project_image: str) -> str:
+    return project_image
 
 
 def _wait_running(cluster: TestCluster, ns: str, selector: str, timeout: float = 120) -> str:
@@ -151,6 +140,7 @@ def test_down_leaves_nothing_behind(cluster: TestCluster) -> None:
     dev = cluster.devcluster
     if dev is None or not dev.has_node or cluster.host_before is None:
         pytest.skip("checks the local node's teardown (--cluster=local)")
+    cluster.stop_clients()  # the operator and admission fixtures, if they run
     pids = list(dev.processes().values())
     paths = dev.node_paths
     t0 = time.monotonic()

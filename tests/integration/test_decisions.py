@@ -18,13 +18,11 @@ import base64
 import json
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
-RBAC_DIR = Path(__file__).resolve().parents[2] / "manifests" / "rbac"
 AUD = "agentidentity.io"
 
 SCOPE = """
@@ -164,7 +162,7 @@ def agent_phase(cluster: Any, namespace: str, name: str) -> str:
 
 
 def setup_env(cluster: Any, namespace: str, url: str) -> Env:
-    cluster.kubectl("apply", "-f", str(RBAC_DIR))
+    # The shipped ClusterRoles (manifests/rbac/) come with the `admission` fixture.
     cluster.kubectl(
         "apply",
         "-n",

@@ -156,6 +156,25 @@ def test_mutation_injects_identity_into_every_container() -> None:
         assert {"name": "AGENT_IDENTITY_DECISIONS_URL", "value": "http://127.0.0.1:9"} in c["env"]
 
 
+def test_mutation_injects_the_decision_api_ca_when_it_serves_https() -> None:
+    ca = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    stale = {"name": "AGENT_IDENTITY_DECISIONS_CA", "value": "forged"}
+    base = pod(label="active-bot")
+    base["spec"]["containers"][0]["env"] = [stale, {"name": "KEEP", "value": "1"}]
+    d = mutate_pod(review(base), REG, NOW, "https://ai.example.svc", ca)
+    assert d.allowed and d.patch
+    env = _apply(base, d.patch)["spec"]["containers"][0]["env"]
+    assert env == [
+        {"name": "KEEP", "value": "1"},
+        {"name": "AGENT_IDENTITY_DECISIONS_URL", "value": "https://ai.example.svc"},
+        {"name": "AGENT_IDENTITY_DECISIONS_CA", "value": ca},
+    ]
+    # Plain HTTP (--dev): no CA, and a CA set by hand is not left to mislead the client.
+    d = mutate_pod(review(base), REG, NOW, "http://127.0.0.1:9")
+    env = _apply(base, d.patch or [])["spec"]["containers"][0]["env"]
+    assert [e["name"] for e in env] == ["KEEP", "AGENT_IDENTITY_DECISIONS_URL"]
+
+
 def test_deprecated_agent_gets_the_shortest_ttl() -> None:
     reg = registry(
         agent(

@@ -26,7 +26,12 @@ from agent_identity import audit
 from agent_identity.admission.agentstate import effective_state
 from agent_identity.admission.review import Decision, allow, deny, format_time
 from agent_identity.api import Phase, PlatformType
-from agent_identity.api.common import AGENT_LABEL, DECISIONS_URL_ENV, ENFORCE_LABEL
+from agent_identity.api.common import (
+    AGENT_LABEL,
+    DECISIONS_CA_ENV,
+    DECISIONS_URL_ENV,
+    ENFORCE_LABEL,
+)
 from agent_identity.identity import token_ttl, token_volume
 from agent_identity.identity.names import agent_name_from_service_account, service_account_name
 from agent_identity.identity.token import TOKEN_VOLUME_NAME
@@ -221,9 +226,17 @@ def _validate_agent_pod(
 
 
 def mutate_pod(
-    request: dict[str, Any], registry: Registry, now: datetime, decisions_url: str
+    request: dict[str, Any],
+    registry: Registry,
+    now: datetime,
+    decisions_url: str,
+    decisions_ca: str | None = None,
 ) -> Decision:
-    """The JSONPatch that turns an admitted agent pod into one running as its agent."""
+    """The JSONPatch that turns an admitted agent pod into one running as its agent.
+
+    ``decisions_ca``: the PEM CA bundle of the decision API's HTTPS certificate (None
+    for plain HTTP), set beside its URL so the pod verifies whom it asks.
+    """
     pod: dict[str, Any] = request.get("object") or {}
     label = _labels(pod).get(AGENT_LABEL)
     if request.get("operation") != "CREATE" or label is None:
@@ -248,7 +261,10 @@ def mutate_pod(
     } | {TOKEN_VOLUME}
     volumes = [v for v in spec.get("volumes") or [] if v.get("name") not in removed]
     volumes.append(volume)
-    env = {"name": DECISIONS_URL_ENV, "value": decisions_url}
+    env = [{"name": DECISIONS_URL_ENV, "value": decisions_url}]
+    if decisions_ca:
+        env.append({"name": DECISIONS_CA_ENV, "value": decisions_ca})
+    ours = {DECISIONS_URL_ENV, DECISIONS_CA_ENV}
 
     def with_token(container: dict[str, Any]) -> dict[str, Any]:
         out = dict(container)
@@ -258,8 +274,8 @@ def mutate_pod(
             if m.get("name") not in removed and m.get("mountPath") != mount["mountPath"]
         ]
         out["volumeMounts"] = [*mounts, mount]
-        envs = [e for e in container.get("env") or [] if e.get("name") != DECISIONS_URL_ENV]
-        out["env"] = [*envs, env]
+        envs = [e for e in container.get("env") or [] if e.get("name") not in ours]
+        out["env"] = [*envs, *env]
         return out
 
     patch: list[dict[str, Any]] = [

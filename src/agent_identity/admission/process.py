@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import secrets
 import signal
 import socket
@@ -21,6 +22,11 @@ from aiohttp import web
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from agent_identity.admission.selfcert import (
+    SelfManagedTLS,
+    chart_dns_names,
+    start_self_managed_tls,
+)
 from agent_identity.admission.server import (
     PROBE_PREFIX,
     Admission,
@@ -49,6 +55,13 @@ class Options:
     kubeconfig: str | None = None
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
+    # The CA of --tls-cert-file, injected into agent pods (default: ca.crt beside it).
+    tls_ca_file: str | None = None
+    # Self-managed serving certificate (the chart without cert-manager): the Secret in
+    # operator_namespace, the Lease under which one replica writes it, the cert's names.
+    tls_secret: str | None = None
+    tls_lease: str | None = None
+    tls_dns_names: tuple[str, ...] = ()
     decisions_url: str | None = None
     webhook_name: str = DEFAULT_NAME
     operator_namespace: str = "agent-identity-system"
@@ -76,6 +89,58 @@ def _bind(host: str, port: int) -> socket.socket:
     sock.listen(512)
     sock.setblocking(False)
     return sock
+
+
+@dataclass
+class FileText:
+    """A small file's text, re-read only when it changes (cert-manager renews it in place);
+    None while it does not exist."""
+
+    path: Path
+    _stamp: tuple[int, int] | None = None
+    _text: str | None = None
+
+    def read(self) -> str | None:
+        try:
+            st = self.path.stat()
+        except OSError:
+            return None
+        stamp = (st.st_mtime_ns, st.st_size)
+        if stamp != self._stamp:
+            self._text = self.path.read_text()
+            self._stamp = stamp
+        return self._text or None
+
+
+def dev_bridge_host(api: client.ApiClient) -> str | None:
+    """--dev with the local cluster's node up: the bridge address agent pods reach us on.
+
+    The node registers with the bridge address (``--node-ip``); without such a node, or
+    when this host does not own that address (another cluster's node), None: loopback only.
+    """
+    from agent_identity.devcluster.node import BRIDGE_IP
+
+    try:
+        nodes: Any = client.CoreV1Api(api).list_node(_request_timeout=10)
+    except (ApiException, OSError) as exc:
+        log.info("not serving agent pods on the bridge: cannot list nodes (%s)", exc)
+        return None
+    addresses = {a.address for n in nodes.items for a in (n.status.addresses or [])}
+    if BRIDGE_IP not in addresses:
+        return None
+    try:
+        _bind(BRIDGE_IP, 0).close()
+    except OSError:
+        return None  # a node of another cluster's API server, not of this host
+    return BRIDGE_IP
+
+
+def _bind_near(host: str, port: int) -> socket.socket:
+    """``port`` on ``host`` when free, else any port."""
+    try:
+        return _bind(host, port)
+    except OSError:
+        return _bind(host, 0)
 
 
 def _api_client_factory(opts: Options) -> Callable[[], client.ApiClient]:
@@ -178,24 +243,53 @@ async def run(opts: Options) -> None:
     webhook_port = webhook_sock.getsockname()[1]
     decisions_port = decisions_sock.getsockname()[1]
     metrics_port = metrics_sock.getsockname()[1]
+    # --dev with a node: agent pods reach the decision API on the cluster bridge (never
+    # an external interface); the webhook and metrics stay on loopback.
+    bridge = await asyncio.to_thread(dev_bridge_host, make_client()) if opts.dev else None
+    bridge_sock = _bind_near(bridge, decisions_port) if bridge else None
 
+    managed_tls: SelfManagedTLS | None = None
     if opts.dev:
         cert = make_serving_cert(
             Path(tempfile.mkdtemp(prefix="agent-identity-admission-")), [host, "localhost"]
         )
+        tls: ssl.SSLContext = cert.ssl_context()
+    elif opts.tls_secret:
+        # Made, rotated and published (caBundle) by whichever replica holds the Lease;
+        # serving starts once this replica loaded it (agent_identity.admission.selfcert).
+        managed_tls = await start_self_managed_tls(
+            make_client(),
+            opts.operator_namespace,
+            opts.tls_secret,
+            opts.tls_lease or opts.tls_secret,
+            [opts.webhook_name],
+            opts.tls_dns_names or chart_dns_names(opts.webhook_name, opts.operator_namespace),
+            os.environ.get("POD_NAME") or socket.gethostname(),
+            Path(tempfile.mkdtemp(prefix="agent-identity-tls-")),
+        )
+        cert, tls = ServingCert(b"", Path(), Path()), managed_tls.context
     else:
         if not (opts.tls_cert_file and opts.tls_key_file):
-            raise SystemExit("--tls-cert-file and --tls-key-file are required outside --dev")
+            raise SystemExit(
+                "--tls-cert-file and --tls-key-file (or --tls-secret) are required outside --dev"
+            )
         cert = ServingCert(b"", Path(opts.tls_cert_file), Path(opts.tls_key_file))
-    tls: ssl.SSLContext = cert.ssl_context()
+        tls = cert.ssl_context()
     scheme = "http" if opts.dev else "https"
     decisions_url = opts.decisions_url or (
-        f"http://{host}:{decisions_port}"
+        f"http://{bridge}:{bridge_sock.getsockname()[1]}"
+        if bridge and bridge_sock
+        else f"http://{host}:{decisions_port}"
         if opts.dev
         else f"https://{opts.webhook_name}.{opts.operator_namespace}.svc:{decisions_port}"
     )
 
     admission = Admission(registry, make_client(), audit, decisions_url)
+    if managed_tls is not None:
+        admission.decisions_ca = lambda: managed_tls.ca_bundle.decode() or None
+    elif not opts.dev:
+        ca_file = opts.tls_ca_file or str(Path(str(opts.tls_cert_file)).with_name("ca.crt"))
+        admission.decisions_ca = FileText(Path(ca_file)).read
     runners: list[web.AppRunner] = []
 
     async def serve(
@@ -217,7 +311,10 @@ async def run(opts: Options) -> None:
         decision_app = factory(registry, make_client())
         admission.system_users = lambda: _system_users(decision_app)
         await serve(decision_app, decisions_sock, None if opts.dev else tls)
-        say(f"decision API: {decisions_url}")
+        if bridge_sock is not None:
+            await web.SockSite(runners[-1], bridge_sock).start()
+        also = f" (also http://{host}:{decisions_port})" if bridge_sock is not None else ""
+        say(f"decision API: {decisions_url}{also}")
 
     feeder = RegistryFeeder(registry, loop, make_client)
     feeder.start()
@@ -261,6 +358,8 @@ async def run(opts: Options) -> None:
             await asyncio.to_thread(remove_webhooks, api, opts.webhook_name)
             say(f"webhooks removed: {opts.webhook_name}")
         feeder.stop()
+        if managed_tls is not None:
+            await managed_tls.close()
         for runner in runners:
             await runner.cleanup()
 

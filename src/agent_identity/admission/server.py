@@ -73,6 +73,8 @@ class Admission:
     api_client: client.ApiClient | None
     audit: AuditLog
     decisions_url: str
+    # The PEM CA bundle of the decision API's certificate now (None: plain HTTP, --dev).
+    decisions_ca: Callable[[], str | None] = field(default=lambda: None)
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     # the SubjectAccessReview and GET functions; replaceable in tests and benchmarks
     sar: Callable[[dict[str, Any], Permission], bool] | None = None
@@ -208,7 +210,7 @@ class Admission:
             route(f"{PATH_VALIDATE_PODS}/{mode}", f"validate-pods-{mode}", enforced)
 
         def mutate_pods(r: dict[str, Any], reg: Registry, now: datetime) -> Decision:
-            return pods.mutate_pod(r, reg, now, self.decisions_url)
+            return pods.mutate_pod(r, reg, now, self.decisions_url, self.decisions_ca())
 
         route(PATH_MUTATE_PODS, "mutate-pods", mutate_pods)
         route(PATH_VALIDATE_RESOURCES, "validate-resources", resources.validate_resource)

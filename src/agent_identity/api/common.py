@@ -28,6 +28,8 @@ PROVENANCE_ANNOTATIONS = (CREATED_BY_ANNOTATION, LAST_MODIFIED_BY_ANNOTATION)
 DEFAULT_AUDIENCE = GROUP
 TOKEN_MOUNT_PATH = f"/var/run/secrets/{GROUP}/token"
 DECISIONS_URL_ENV = "AGENT_IDENTITY_DECISIONS_URL"
+# The CA (PEM) that verifies the decision API's HTTPS certificate, injected beside the URL.
+DECISIONS_CA_ENV = "AGENT_IDENTITY_DECISIONS_CA"
 OPERATOR_ACTOR = "system:agent-identity-operator"
 
 CEL_RULES = "x-kubernetes-validations"

@@ -21,7 +21,9 @@ from agent_identity.admission.webhookconfig import (
     "--dev",
     is_flag=True,
     help="Serve on 127.0.0.1 with a generated certificate and "
-    "install the webhook configurations into the current cluster (removed on exit).",
+    "install the webhook configurations into the current cluster (removed on exit). "
+    "With the local cluster's node up, the decision API also listens on its bridge "
+    "(10.244.0.1), and that URL is injected into agent pods.",
 )
 @click.option(
     "--kubeconfig",
@@ -66,6 +68,35 @@ from agent_identity.admission.webhookconfig import (
     help="Its private key (PEM).",
 )
 @click.option(
+    "--tls-ca-file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="The CA (PEM) of --tls-cert-file, injected into agent pods as "
+    "AGENT_IDENTITY_DECISIONS_CA so they verify the decision API (default: ca.crt "
+    "beside --tls-cert-file, as cert-manager writes it).",
+)
+@click.option(
+    "--tls-secret",
+    default=None,
+    envvar="AGENT_IDENTITY_TLS_SECRET",
+    help="Self-managed serving certificate (no cert-manager): keep a CA and the "
+    "certificate in this Secret of --operator-namespace, rotate them, and keep the "
+    "webhooks' caBundle current; one replica at a time writes, under --tls-lease.",
+)
+@click.option(
+    "--tls-lease",
+    default=None,
+    envvar="AGENT_IDENTITY_TLS_LEASE",
+    help="The coordination.k8s.io Lease of --tls-secret's writer (default: the Secret's name).",
+)
+@click.option(
+    "--tls-dns-names",
+    default=None,
+    envvar="AGENT_IDENTITY_TLS_DNS_NAMES",
+    help="Comma-separated names of --tls-secret's certificate (default: the Services "
+    "<webhook-name>-admission and <webhook-name>-decisions of --operator-namespace).",
+)
+@click.option(
     "--webhook-name",
     default=DEFAULT_NAME,
     show_default=True,
@@ -102,6 +133,10 @@ def admission(
     decisions_url: str | None,
     tls_cert_file: str | None,
     tls_key_file: str | None,
+    tls_ca_file: str | None,
+    tls_secret: str | None,
+    tls_lease: str | None,
+    tls_dns_names: str | None,
     webhook_name: str,
     operator_namespace: str,
     cluster_name: str,
@@ -125,6 +160,10 @@ def admission(
             kubeconfig=kubeconfig,
             tls_cert_file=tls_cert_file,
             tls_key_file=tls_key_file,
+            tls_ca_file=tls_ca_file,
+            tls_secret=tls_secret,
+            tls_lease=tls_lease,
+            tls_dns_names=tuple(n.strip() for n in (tls_dns_names or "").split(",") if n.strip()),
             decisions_url=decisions_url,
             webhook_name=webhook_name,
             operator_namespace=operator_namespace,

@@ -57,17 +57,17 @@ def devcluster() -> None:
 @click.option("--node/--no-node", default=True, help="Also the node's binaries (default).")
 def build_cmd(force: bool, node: bool) -> None:
     """Build the binaries once per version (first time ~11 min on 2 cores, node +3 min)."""
-    if is_built(node=node) and not force:
-        click.echo(f"binaries present: {binaries_dir()}", err=True)
-    else:
-        try:
+    try:
+        if is_built(node=node) and not force:
+            click.echo(f"binaries present: {binaries_dir()}", err=True)
+        else:
             ensure_built(progress=True, force=force, node=node)
-            if node:
-                from agent_identity.devcluster.pause import ensure_pause_image
+        if node:
+            from agent_identity.devcluster.pause import ensure_pause_image
 
-                ensure_pause_image(progress=True)
-        except BuildError as exc:
-            raise click.ClickException(str(exc)) from exc
+            ensure_pause_image(progress=True)
+    except BuildError as exc:
+        raise click.ClickException(str(exc)) from exc
     click.echo(str(binaries_dir()))
 
 
@@ -110,16 +110,15 @@ def up(state_dir: Path | None, node: bool, build_image: bool) -> None:
 
 
 def _ensure_project_image() -> None:
-    """The shipping build's `make image` entry point, when its archive is missing."""
+    """The shipping build's `make image`, when its archive is missing or stale."""
     from agent_identity.devcluster import image
 
-    if image.archive_path().is_file():
-        click.echo(f"project image present: {image.archive_path()}", err=True)
-        return
     try:
-        image.build_image()
+        archive, rebuilt = image.ensure_image()
     except image.ImageError as exc:
         raise click.ClickException(str(exc)) from exc
+    if not rebuilt:
+        click.echo(f"project image current: {archive}", err=True)
 
 
 @devcluster.command()

@@ -19,6 +19,8 @@ SUBCOMMANDS: dict[str, str] = {
     "crds": "agent_identity.cli.crds:crds",
     "operator": "agent_identity.cli.operator:operator",
     "admission": "agent_identity.cli.admission:admission",
+    "whoami": "agent_identity.cli.agentclient:whoami",
+    "check": "agent_identity.cli.agentclient:check",
 }
 
 

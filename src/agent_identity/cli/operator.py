@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 from pathlib import Path
 
 import click
@@ -56,6 +58,14 @@ from agent_identity.identity.network import DECISION_API_NAMESPACE
     show_default=True,
     help="Namespace of the decision API pods agents may always reach.",
 )
+@click.option(
+    "--health-port",
+    type=click.IntRange(0, 65535),
+    default=0,
+    show_default=True,
+    help="Serve kopf's liveness probe at http://0.0.0.0:PORT/healthz (0: off); it answers "
+    "only once the operator's watches run.",
+)
 @click.option("--verbose", is_flag=True, help="Debug logging.")
 def operator(
     kubeconfig: str | None,
@@ -64,6 +74,7 @@ def operator(
     metrics_port: int,
     audit_file: Path | None,
     decision_namespace: str,
+    health_port: int,
     verbose: bool,
 ) -> None:
     """Reconcile Agents into ServiceAccounts, RBAC and NetworkPolicies; drive their lifecycle."""
@@ -102,5 +113,9 @@ def operator(
             clusterwide=not namespaces,
             namespaces=list(namespaces),
             memo=kopf.Memo(reconciler=reconciler),
+            # kopf would derive it from getpass.getuser(), which raises for a uid with no
+            # passwd entry (OpenShift's random uids, any --user): name the pod instead.
+            identity=os.environ.get("POD_NAME") or socket.gethostname(),
+            liveness_endpoint=f"http://0.0.0.0:{health_port}/healthz" if health_port else None,
         )
     )

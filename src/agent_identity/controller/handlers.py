@@ -3,7 +3,8 @@
 Triggers of an Agent's reconcile: the Agent itself (create/update/resume), a bound
 scope (create/update/delete, found through the ``agents_by_scope`` index so that
 exactly the bound agents run), a deleted child (so it is recreated), and a
-single clock task that wakes at ``expiresAt`` / ``sunsetAt``. No handler needs a
+single clock task that wakes at ``expiresAt`` / ``sunsetAt``. A watch on agent pods
+(label ``agentidentity.io/agent``) deletes pods of Suspended and Retired agents. No handler needs a
 finalizer (see settings.py), so kopf adds none.
 """
 
@@ -177,6 +178,28 @@ for _group, _version, _plural in CHILD_RESOURCES:
     kopf.on.event(
         _group, _version, _plural, registry=registry, labels=CHILD_LABELS, id=f"child-{_plural}"
     )(_on_child_event)
+
+
+# --- agent pods (the kill switch) -------------------------------------------------------
+
+
+@kopf.on.event("", "v1", "pods", registry=registry, labels={AGENT_LABEL: kopf.PRESENT})
+def agent_pod_event(
+    event: Any, namespace: Any, labels: Any, body: Any, memo: Any, **_: Any
+) -> None:
+    """A pod of a Suspended or Retired agent appeared (admitted just before the webhook
+    learned of the change, or the operator was down): delete it. Reconciles delete the
+    pods that exist at a transition; this catches those created in between."""
+    if event.get("type") == "DELETED":
+        return
+    agent = labels.get(AGENT_LABEL)
+    if not agent:
+        return
+    rec = _reconciler(memo)
+    errors = rec.enforce_pod(namespace, agent, dict(body))
+    if errors:
+        log.warning("kill switch for %s/%s: %s; retrying", namespace, agent, "; ".join(errors))
+        rec.retry_later(namespace, agent, RETRY_BACKOFF)
 
 
 # --- AuthorityScopes ---------------------------------------------------------------------

@@ -28,25 +28,36 @@ from agent_identity.api import (
     AuthorityScopeStatus,
     Phase,
 )
-from agent_identity.api.common import ConditionStatus
+from agent_identity.api.common import AGENT_LABEL, OPERATOR_ACTOR, ConditionStatus
 from agent_identity.api.conditions import set_condition
 from agent_identity.audit import AuditLog, record
 from agent_identity.controller.children import ChildApplier, NamespaceTerminating
 from agent_identity.identity.authority import effective_authority
 from agent_identity.identity.names import service_account_name
 from agent_identity.lifecycle import (
+    KILL_GRACE_SECONDS,
+    KILL_PHASES,
+    RESUMED_ANNOTATION,
+    WORKLOAD_KINDS,
     LifecycleResult,
     Observed,
+    PodDeletion,
     desired_children,
     evaluate,
     invalid_conditions,
     parse_agent,
+    pods_to_delete,
+    resumed,
+    workloads_to_nudge,
 )
 from agent_identity.metrics import AGENTS, RECONCILE_DURATION, RECONCILE_ERRORS, SCOPE_BINDINGS
 
 log = logging.getLogger(__name__)
 
 COMPONENT = "agent-identity-operator"
+# How many deleted pod uids are remembered, so a pod event racing a reconcile is not
+# deleted (and audited) twice.
+DELETED_PODS_MEMORY = 4096
 JSON_PATCH = "application/json-patch+json"
 
 
@@ -70,10 +81,14 @@ class Reconciler:
     _bindings: dict[tuple[str, str], int] = field(default_factory=dict)
     _metric_keys: set[tuple[str, str]] = field(default_factory=set)
     _deadlines: dict[tuple[str, str], datetime] = field(default_factory=dict)
+    # Agents whose pods are deleted on sight (Suspended, Retired): key -> (phase, uid).
+    _killing: dict[tuple[str, str], tuple[Phase, str | None]] = field(default_factory=dict)
+    _deleted_pods: dict[str, None] = field(default_factory=dict)  # insertion-ordered uids
 
     def __post_init__(self) -> None:
         self.custom = client.CustomObjectsApi(self.api)
         self.core = client.CoreV1Api(self.api)
+        self.apps = client.AppsV1Api(self.api)
         if self.applier is None:
             self.applier = ChildApplier(self.api)
         self.instance = socket.gethostname()
@@ -165,14 +180,150 @@ class Reconciler:
         if result.entry is not None:
             self._record_transition(agent, result)
         self._observe(namespace, name, result.phase, len(agent.spec.scope_refs))
+        pod_errors = self._enforce_on_reconcile(agent, result.phase)
+        if resumed(result.entry):
+            pod_errors += self._nudge_workloads(namespace, name, now)
         with self._locks_guard:
             if result.deadline is None:
                 self._deadlines.pop((namespace, name), None)
             else:
                 self._deadlines[(namespace, name)] = result.deadline
-        if outcome.errors:
-            raise ReconcileError("; ".join(outcome.errors.values()))
+        errors = [*outcome.errors.values(), *pod_errors]
+        if errors:
+            raise ReconcileError("; ".join(errors))
         return result
+
+    # --- the kill switch: running pods of a Suspended or Retired agent -----------------
+
+    def _enforce_on_reconcile(self, agent: Agent, phase: Phase) -> list[str]:
+        """Remember whether the agent's pods must go; delete those that exist now."""
+        namespace, name = agent.metadata.namespace or "", agent.metadata.name
+        with self._locks_guard:
+            if phase in KILL_PHASES:
+                self._killing[(namespace, name)] = (phase, agent.metadata.uid)
+            else:
+                self._killing.pop((namespace, name), None)
+        if phase not in KILL_PHASES:
+            return []
+        try:
+            pods: Any = self.core.list_namespaced_pod(
+                namespace, label_selector=f"{AGENT_LABEL}={name}"
+            )
+        except ApiException as exc:
+            return [f"could not list the pods of agent {namespace}/{name}: {exc.reason}"]
+        wire = [self.api.sanitize_for_serialization(p) for p in pods.items]
+        return self._delete_pods(namespace, name, agent.metadata.uid, phase, wire)
+
+    def _nudge_workloads(self, namespace: str, name: str, now: datetime) -> list[str]:
+        """After a resume, touch the agent's workloads so their controllers, backed off by
+        the refused creates, recreate the pods now instead of minutes later."""
+        stamp = now.isoformat().replace("+00:00", "Z")
+        patch = {"metadata": {"annotations": {RESUMED_ANNOTATION: stamp}}}
+        api: dict[str, tuple[Any, Any]] = {
+            "ReplicaSet": (
+                self.apps.list_namespaced_replica_set,
+                self.apps.patch_namespaced_replica_set,
+            ),
+            "StatefulSet": (
+                self.apps.list_namespaced_stateful_set,
+                self.apps.patch_namespaced_stateful_set,
+            ),
+            "DaemonSet": (
+                self.apps.list_namespaced_daemon_set,
+                self.apps.patch_namespaced_daemon_set,
+            ),
+        }
+        errors: list[str] = []
+        for kind in WORKLOAD_KINDS:
+            list_fn, patch_fn = api[kind]
+            try:
+                wire = [self.api.sanitize_for_serialization(w) for w in list_fn(namespace).items]
+                for workload in workloads_to_nudge(name, wire):
+                    patch_fn(workload, namespace, patch)
+                    log.info("resume of %s/%s: nudged %s %s", namespace, name, kind, workload)
+            except ApiException as exc:
+                if exc.status != 404:  # a workload deleted meanwhile
+                    errors.append(f"could not nudge {kind}s of {namespace}/{name}: {exc.reason}")
+        return errors
+
+    def enforce_pod(self, namespace: str, agent_name: str, pod: dict[str, Any]) -> list[str]:
+        """A pod of ``agent_name`` appeared or changed: delete it if its agent no longer admits.
+
+        Catches pods admitted in the moment before the webhook learned of a suspension.
+        An agent not reconciled yet since start-up is left to its first reconcile.
+        """
+        with self._locks_guard:
+            known = self._killing.get((namespace, agent_name))
+        if known is None:
+            return []
+        phase, uid = known
+        with self._lock(namespace, agent_name):
+            return self._delete_pods(namespace, agent_name, uid, phase, [pod])
+
+    def _delete_pods(
+        self,
+        namespace: str,
+        agent_name: str,
+        agent_uid: str | None,
+        phase: Phase,
+        pods: list[dict[str, Any]],
+    ) -> list[str]:
+        with self._locks_guard:
+            seen = frozenset(self._deleted_pods)
+        errors: list[str] = []
+        for victim in pods_to_delete(agent_name, phase, pods, seen):
+            try:
+                self.core.delete_namespaced_pod(
+                    victim.name,
+                    namespace,
+                    body=client.V1DeleteOptions(
+                        grace_period_seconds=KILL_GRACE_SECONDS,
+                        preconditions=client.V1Preconditions(uid=victim.uid),
+                    ),
+                )
+            except ApiException as exc:
+                if exc.status in (404, 409):
+                    continue  # gone already, or a new pod of the same name (not this one)
+                errors.append(f"could not delete pod {namespace}/{victim.name}: {exc.reason}")
+                continue
+            self._remember_deleted(victim.uid)
+            self._record_pod_deleted(namespace, agent_name, agent_uid, phase, victim)
+        return errors
+
+    def _remember_deleted(self, uid: str) -> None:
+        with self._locks_guard:
+            self._deleted_pods[uid] = None
+            while len(self._deleted_pods) > DELETED_PODS_MEMORY:
+                del self._deleted_pods[next(iter(self._deleted_pods))]
+
+    def _record_pod_deleted(
+        self,
+        namespace: str,
+        agent_name: str,
+        agent_uid: str | None,
+        phase: Phase,
+        victim: PodDeletion,
+    ) -> None:
+        log.info("kill switch: %s", victim.message)
+        self.audit.write(
+            record(
+                "pod-deleted",
+                agent_uri=identity_uri(self.cluster_name, namespace, agent_name),
+                agent_uid=agent_uid,
+                agent_name=agent_name,
+                namespace=namespace,
+                actor=OPERATOR_ACTOR,
+                outcome="deleted",
+                reason=f"Agent{phase.value}",
+                pod=victim.name,
+                podUid=victim.uid,
+                phase=phase.value,
+                message=victim.message,
+            )
+        )
+        self._post_event(
+            namespace, agent_name, agent_uid, "Warning", "PodDeleted", victim.message, None
+        )
 
     def _write_status(self, body: dict[str, Any], new: dict[str, Any]) -> bool:
         """Replace status only when it differs from what is stored (no write otherwise)."""
@@ -235,22 +386,43 @@ class Reconciler:
                 generation=agent.metadata.generation,
             )
         )
-        stamp = entry.at.isoformat().replace("+00:00", "Z")
+        self._post_event(
+            namespace,
+            agent.metadata.name,
+            agent.metadata.uid,
+            event.type,
+            event.reason,
+            event.message,
+            entry.at,
+        )
+
+    def _post_event(
+        self,
+        namespace: str,
+        agent_name: str,
+        agent_uid: str | None,
+        type_: str,
+        reason: str,
+        message: str,
+        at: datetime | None,
+    ) -> None:
+        """An Event on the Agent (best effort: status and the audit log already have it)."""
+        stamp = (at or datetime.now(UTC)).isoformat().replace("+00:00", "Z")
         try:
             event_body: Any = {
                 "apiVersion": "v1",
                 "kind": "Event",
-                "metadata": {"generateName": f"{agent.metadata.name}.", "namespace": namespace},
+                "metadata": {"generateName": f"{agent_name}.", "namespace": namespace},
                 "involvedObject": {
-                    "apiVersion": agent.api_version,
-                    "kind": agent.kind,
-                    "name": agent.metadata.name,
+                    "apiVersion": f"{GROUP}/{VERSION}",
+                    "kind": "Agent",
+                    "name": agent_name,
                     "namespace": namespace,
-                    "uid": agent.metadata.uid,
+                    "uid": agent_uid,
                 },
-                "type": event.type,
-                "reason": event.reason,
-                "message": event.message[:1024],
+                "type": type_,
+                "reason": reason,
+                "message": message[:1024],
                 "source": {"component": COMPONENT},
                 "reportingComponent": COMPONENT,
                 "reportingInstance": self.instance,
@@ -260,11 +432,10 @@ class Reconciler:
             }
             self.core.create_namespaced_event(namespace, event_body)
         except ApiException as exc:
-            # An Event is best effort; the transition is already in status and the audit log.
             log.warning(
                 "could not post Event for %s/%s: %s %s",
                 namespace,
-                agent.metadata.name,
+                agent_name,
                 exc.status,
                 exc.reason,
             )
@@ -296,6 +467,7 @@ class Reconciler:
     def forget(self, namespace: str, name: str) -> None:
         with self._locks_guard:
             self._deadlines.pop((namespace, name), None)
+            self._killing.pop((namespace, name), None)
         self._phases.pop((namespace, name), None)
         self._bindings.pop((namespace, name), None)
         self._publish()

@@ -38,6 +38,7 @@ from typing import Any
 
 import yaml
 
+from agent_identity.devcluster import apt
 from agent_identity.devcluster.pause import PAUSE_IMAGE
 
 BRIDGE = "agentid0"
@@ -498,7 +499,7 @@ def _run(args: Sequence[str], check: bool = True, **kw: Any) -> subprocess.Compl
 
 def missing_host_packages(which: Callable[[str], str | None] = shutil.which) -> list[str]:
     """Debian packages to install so the node can run (tools and CNI plugins)."""
-    missing = {pkg for tool, pkg in HOST_TOOLS.items() if which(tool) is None}
+    missing = set(apt.missing_packages(HOST_TOOLS, which))
     if not all(os.access(Path(CNI_BIN_DIR) / p, os.X_OK) for p in CNI_PLUGINS):
         missing.add("containernetworking-plugins")
     return sorted(missing)
@@ -506,18 +507,15 @@ def missing_host_packages(which: Callable[[str], str | None] = shutil.which) -> 
 
 def ensure_host_packages(say: Callable[[str], None]) -> None:
     """Install containerd, runc, the CNI plugins, iptables, conntrack when missing."""
-    missing = missing_host_packages()
-    if not missing:
-        return
-    if os.geteuid() != 0:
-        raise NodeError(
-            f"the node needs {', '.join(missing)}: sudo apt-get install -y {' '.join(missing)}"
-            " (or start the control plane alone with --no-node)"
+    try:
+        apt.install(
+            missing_host_packages(),
+            say,
+            "the node",
+            "or start the control plane alone with --no-node",
         )
-    say(f"apt-get install {' '.join(missing)}")
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    _run(["apt-get", "update", "-qq"], env=env)
-    _run(["apt-get", "install", "-y", "-qq", *missing], env=env)
+    except apt.PackageError as exc:
+        raise NodeError(str(exc)) from exc
 
 
 def check_can_run() -> None:

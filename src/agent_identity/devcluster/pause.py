@@ -13,6 +13,7 @@ import subprocess
 import tarfile
 from pathlib import Path
 
+from agent_identity.devcluster import apt
 from agent_identity.devcluster.build import (
     BuildError,
     _go,
@@ -64,12 +65,14 @@ def ensure_pause_image(progress: bool = True) -> Path:
     archive = pause_archive()
     if is_oci_archive(archive):
         return archive
-    if shutil.which("buildah") is None:
-        raise BuildError("the node's pause image is built with buildah: apt-get install -y buildah")
+    prog = _Progress(progress)
+    try:
+        apt.ensure_tools({"buildah": "buildah"}, prog.say, "the node's pause image")
+    except apt.PackageError as exc:
+        raise BuildError(str(exc)) from exc
     with build_lock():
         if is_oci_archive(archive):
             return archive
-        prog = _Progress(progress)
         work = cache_root() / "build" / f"pause-{PAUSE_VERSION}"
         work.mkdir(parents=True, exist_ok=True)
         log = work / "build.log"

@@ -1,4 +1,4 @@
-"""Certificates for the local control plane, made with `cryptography`.
+"""Certificates for the local control plane (built by agent_identity.certs).
 
 Two CAs, as in a real cluster: the serving CA signs the API server's serving
 certificate (clients trust it via the kubeconfig), the client CA signs client
@@ -10,50 +10,22 @@ RS256 is what every token consumer expects.
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+from agent_identity import certs
+from agent_identity.certs import PrivateKey, cert_pem, key_pem, load_key, write_private
+
+# Re-exported: callers (and tests) take the PEM helpers from here.
+__all__ = ["CertificateAuthority", "ClusterPKI", "PrivateKey", "cert_pem", "key_pem", "load_key"]
 
 _VALIDITY = dt.timedelta(days=365)
-# Backdate so a slightly skewed clock never sees a "not yet valid" certificate.
-_BACKDATE = dt.timedelta(minutes=5)
-
-
-def new_key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def key_pem(key: PrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-
-
-def cert_pem(cert: x509.Certificate) -> bytes:
-    return cert.public_bytes(serialization.Encoding.PEM)
-
-
-def load_key(data: bytes) -> PrivateKey:
-    key = serialization.load_pem_private_key(data, password=None)
-    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
-        raise ValueError(f"unsupported key type {type(key).__name__}")
-    return key
-
-
-def _name(common_name: str, organizations: Sequence[str] = ()) -> x509.Name:
-    attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in organizations]
-    attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
-    return x509.Name(attrs)
+_CA_VALIDITY = 10 * _VALIDITY
 
 
 @dataclass(frozen=True)
@@ -63,36 +35,7 @@ class CertificateAuthority:
 
     @classmethod
     def create(cls, common_name: str) -> CertificateAuthority:
-        key = new_key()
-        now = dt.datetime.now(dt.UTC)
-        name = _name(common_name)
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - _BACKDATE)
-            .not_valid_after(now + 10 * _VALIDITY)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
-            .sign(key, hashes.SHA256())
-        )
-        return cls(cert, key)
+        return cls(*certs.make_ca(common_name, _CA_VALIDITY))
 
     @classmethod
     def load(cls, cert_file: Path, key_file: Path) -> CertificateAuthority:
@@ -101,7 +44,7 @@ class CertificateAuthority:
 
     def save(self, cert_file: Path, key_file: Path) -> None:
         cert_file.write_bytes(cert_pem(self.cert))
-        _write_private(key_file, key_pem(self.key))
+        write_private(key_file, key_pem(self.key))
 
     @property
     def cert_pem(self) -> bytes:
@@ -118,48 +61,17 @@ class CertificateAuthority:
         client: bool = False,
     ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
         """A leaf certificate and its new key. `organizations` become Kubernetes groups."""
-        key = new_key()
-        now = dt.datetime.now(dt.UTC)
-        usages = []
-        if server:
-            usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
-        if client:
-            usages.append(ExtendedKeyUsageOID.CLIENT_AUTH)
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(_name(common_name, organizations))
-            .issuer_name(self.cert.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - _BACKDATE)
-            .not_valid_after(now + _VALIDITY)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=False,
-                    crl_sign=False,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.cert.public_key()),  # type: ignore[arg-type]
-                critical=False,
-            )
+        return certs.issue(
+            self.cert,
+            self.key,
+            common_name,
+            _VALIDITY,
+            organizations=organizations,
+            dns_names=dns_names,
+            ip_addresses=ip_addresses,
+            server=server,
+            client=client,
         )
-        if usages:
-            builder = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
-        sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns_names]
-        sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ip_addresses]
-        if sans:
-            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        return builder.sign(self.key, hashes.SHA256()), key
 
 
 # The API server's names: loopback, the node's bridge address (10.244.0.1, where it
@@ -182,12 +94,6 @@ def _has_ip_sans(cert_file: Path, ips: Sequence[str]) -> bool:
         return False
     have = {str(ip) for ip in sans.get_values_for_type(x509.IPAddress)}
     return all(ip in have for ip in ips)
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    path.touch(mode=0o600, exist_ok=True)
-    path.chmod(0o600)
-    path.write_bytes(data)
 
 
 @dataclass(frozen=True)
@@ -265,18 +171,18 @@ class ClusterPKI:
                 server=True,
             )
             self.serving_cert.write_bytes(cert_pem(cert))
-            _write_private(self.serving_key, key_pem(key))
+            write_private(self.serving_key, key_pem(key))
         if not (self.kubelet_client_cert.is_file() and self.kubelet_client_key.is_file()):
             # system:masters: the kubelet's webhook authorizer allows logs/exec/port-forward.
             kcert, kkey = self.client_ca().issue(
                 "kube-apiserver-kubelet-client", organizations=["system:masters"], client=True
             )
             self.kubelet_client_cert.write_bytes(cert_pem(kcert))
-            _write_private(self.kubelet_client_key, key_pem(kkey))
+            write_private(self.kubelet_client_key, key_pem(kkey))
         if self.sa_key.is_file() and self.sa_pub.is_file():
             return self
         sa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        _write_private(self.sa_key, key_pem(sa))
+        write_private(self.sa_key, key_pem(sa))
         self.sa_pub.write_bytes(
             sa.public_key().public_bytes(
                 serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
