@@ -16,7 +16,11 @@ COPY build/wheels/ /wheels/
 RUN python3 -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-index --no-cache-dir --find-links /wheels /wheels/agent_identity-*.whl \
     && /opt/venv/bin/pip uninstall --yes pip setuptools \
-    && /opt/venv/bin/agent-identity --version
+    && /opt/venv/bin/agent-identity --version \
+    && mkdir -p /rootfs/etc \
+    && cp /etc/passwd /etc/group /rootfs/etc/ \
+    && echo "nonroot:x:65532:65532:nonroot:/nonexistent:/usr/sbin/nologin" >> /rootfs/etc/passwd \
+    && echo "nonroot:x:65532:" >> /rootfs/etc/group
 
 FROM ${BASE_IMAGE}
 LABEL org.opencontainers.image.title="agent-identity" \
@@ -28,9 +32,10 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1
 # Non-root, numeric (Pod Security `restricted` runAsNonRoot can verify it):
 # 65532 is the conventional "nonroot" uid of distroless images. It gets a passwd entry,
-# as there, since some libraries look the user up by uid (getpass.getuser()).
-RUN echo "nonroot:x:65532:65532:nonroot:/nonexistent:/usr/sbin/nologin" >> /etc/passwd \
-    && echo "nonroot:x:65532:" >> /etc/group
+# as there, since some libraries look the user up by uid (getpass.getuser()); the entry
+# is written in the install stage (same base, so the rest of the file is identical), so
+# nothing runs in this stage.
+COPY --from=install /rootfs/etc/passwd /rootfs/etc/group /etc/
 USER 65532:65532
 ENTRYPOINT ["agent-identity"]
 CMD ["--help"]

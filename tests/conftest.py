@@ -260,3 +260,12 @@ def namespace(cluster: TestCluster, request: pytest.FixtureRequest) -> Iterator[
         time.sleep(0.1)
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found", check=False)
+
+
+# Every part's session fixtures (tests/fixtures/*.py: CRDs, the operator, the admission
+# process, the image), registered once here: registered in both tests/integration and
+# tests/e2e, each conftest would start its own operator and admission process in one run,
+# and two of each would fight over the same objects and webhook configurations.
+from tests.fixtures import fixtures_of_every_part  # noqa: E402
+
+globals().update(fixtures_of_every_part())

@@ -374,12 +374,17 @@ def evaluate(agent: Agent, observed: Observed, now: datetime) -> LifecycleResult
         conds = remove_condition(conds, EXPIRED)
     # (a terminal Retired keeps whatever Expired condition it had)
 
-    if not converged:
+    # kstatus: a missing scope is waited for (Reconciling: it may arrive in the same sync);
+    # a spec only a person can fix (no owner) is Stalled, which Flux reports as failed.
+    waits_for_scope = refused and target.reason == SCOPE_NOT_FOUND
+    if waits_for_scope:
+        put(RECONCILING, True, target.reason, target.message)
+    elif not converged:
         waiting = ", ".join(sorted(missing | extra))
         put(RECONCILING, True, PROVISIONING, f"reconciling children: {waiting}")
     else:
         conds = remove_condition(conds, RECONCILING)
-    if refused:
+    if refused and not waits_for_scope:
         put(STALLED, True, target.reason, target.message)
     else:
         conds = remove_condition(conds, STALLED)
@@ -433,6 +438,21 @@ def invalid_conditions(
     conds = set_condition(list(conditions), READY, "False", INVALID_SPEC, message, generation, now)
     conds = set_condition(conds, STALLED, "True", INVALID_SPEC, message, generation, now)
     return remove_condition(conds, RECONCILING)
+
+
+# --- overdue: an agent past its deadline that still admits ------------------------------
+
+# How long past expiresAt / sunsetAt an agent may still admit before it counts as overdue
+# (the operator retires it within about a second; this leaves room for retries).
+OVERDUE_GRACE = timedelta(seconds=60)
+
+
+def is_overdue(
+    phase: Phase | None, deadline: datetime | None, now: datetime, grace: timedelta = OVERDUE_GRACE
+) -> bool:
+    """True when an agent still admits (Active, Deprecated) ``grace`` after its deadline:
+    the operator failed to retire it (the decision API refuses it anyway)."""
+    return phase in ADMITTING_PHASES and deadline is not None and now >= deadline + grace
 
 
 # --- the kill switch: pods of an agent that no longer admits ------------------------------

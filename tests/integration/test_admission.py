@@ -340,7 +340,9 @@ def mutation_result(w: World) -> Outcome:
             "readOnly": True,
         }
         (env,) = [e for e in c["env"] if e["name"] == "AGENT_IDENTITY_DECISIONS_URL"]
-        assert env["value"].startswith("http://127.0.0.1:")
+        # The URL the process announced: loopback, or the cluster bridge when the node is up.
+        assert env["value"] == w.admission.decisions_url
+        assert env["value"].startswith(("http://127.0.0.1:", "http://10.244.0.1:"))
     return out
 
 

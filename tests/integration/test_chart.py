@@ -2,8 +2,8 @@
 
 Each test installs under its own release name (cluster-scoped objects are named after
 it) and removes what it installed before it ends: while one of these releases is
-installed, its webhooks (failurePolicy Fail, no endpoint: no node runs the pods here)
-would refuse our resources cluster-wide.
+installed, its webhooks (failurePolicy Fail, no endpoint: its pods never start, see
+NEVER_RUNS) would refuse our resources cluster-wide.
 """
 
 from __future__ import annotations
@@ -132,6 +132,58 @@ def test_kustomize_manifests_are_accepted(cluster: Any, crds: None, optional_crd
             cluster.kubectl("delete", "namespace", helmlib.NAMESPACE, "--wait=false")
 
 
+# Installed releases here never run their pods: with the local node up, a second operator
+# would reconcile the session's Agents beside the session's own. An image no node has,
+# with pullPolicy Never, still lets the controller-manager create the Pods (so Pod
+# Security judges them) but none starts.
+NEVER_RUNS = {
+    "image.repository": "localhost/agent-identity-never-pulled",
+    "image.pullPolicy": "Never",
+}
+
+
+def _install(cluster: Any, release: str, namespace: str) -> None:
+    # --skip-crds: the session's CRDs were applied by `crds install` (another field
+    # manager), and helm 4 server-side-applies crds/ even when present, which conflicts;
+    # the chart's CRDs are byte-identical to those (tests/unit/test_chart_render.py).
+    _helm(
+        cluster, "install", release, str(CHART), "-n", namespace, "--skip-crds", *_sets(NEVER_RUNS)
+    )
+
+
+@pytest.fixture
+def fixed_name_roles_aside(cluster: Any) -> Iterator[None]:
+    """The chart's fixed-name ClusterRoles (agentidentity-approver, ...) removed for one test
+    and restored afterwards.
+
+    They are the product's vocabulary, so they are named the same in every release, and
+    one cluster holds them once; the session applied them from manifests/rbac/, and helm
+    will not adopt objects another tool created.
+    """
+    rendered = _helm(cluster, "template", "probe", str(CHART)).stdout
+    names = [
+        d["metadata"]["name"]
+        for d in yaml.safe_load_all(rendered)
+        if d and d["kind"] == "ClusterRole" and not d["metadata"]["name"].startswith("probe")
+    ]
+    assert names, "the chart ships no fixed-name ClusterRole"
+    saved: list[dict[str, Any]] = []
+    for name in names:
+        got = cluster.kubectl("get", "clusterrole", name, "-o", "json", check=False)
+        if got.returncode == 0:
+            obj = json.loads(got.stdout)
+            for key in ("resourceVersion", "uid", "creationTimestamp", "managedFields"):
+                obj["metadata"].pop(key, None)
+            saved.append(obj)
+            cluster.kubectl("delete", "clusterrole", name)
+    try:
+        yield
+    finally:
+        for obj in saved:
+            cluster.kubectl("delete", "clusterrole", obj["metadata"]["name"], "--ignore-not-found")
+            cluster.kubectl("create", "-f", "-", input=json.dumps(obj))
+
+
 def _labelled(cluster: Any, release: str) -> list[str]:
     """Every object of every listable kind carrying the release's instance label."""
     kinds = cluster.kubectl("api-resources", "--verbs=list", "-o", "name").stdout.split()
@@ -142,13 +194,12 @@ def _labelled(cluster: Any, release: str) -> list[str]:
     return sorted(out.stdout.split())
 
 
-def test_install_then_uninstall_leaves_nothing(cluster: Any, crds: None, namespace: str) -> None:
+def test_install_then_uninstall_leaves_nothing(
+    cluster: Any, crds: None, namespace: str, fixed_name_roles_aside: None
+) -> None:
     release = _release()
     crds_before = cluster.kubectl("get", "crd", "-o", "name").stdout.split()
-    # --skip-crds: the session's CRDs were applied by `crds install` (another field manager),
-    # and helm 4 server-side-applies crds/ even when present, which conflicts; the chart's
-    # CRDs are byte-identical to those (tests/unit/test_chart_render.py).
-    _helm(cluster, "install", release, str(CHART), "-n", namespace, "--skip-crds")
+    _install(cluster, release, namespace)
     try:
         installed = _labelled(cluster, release)
         kinds = {name.split("/")[0] for name in installed}
@@ -179,7 +230,9 @@ def test_install_then_uninstall_leaves_nothing(cluster: Any, crds: None, namespa
     assert "customresourcedefinition.apiextensions.k8s.io/agents.agentidentity.io" in crds_before
 
 
-def test_pods_pass_pod_security_restricted(cluster: Any, crds: None, namespace: str) -> None:
+def test_pods_pass_pod_security_restricted(
+    cluster: Any, crds: None, namespace: str, fixed_name_roles_aside: None
+) -> None:
     cluster.kubectl(
         "label",
         "namespace",
@@ -200,7 +253,7 @@ def test_pods_pass_pod_security_restricted(cluster: Any, crds: None, namespace: 
     assert refused.returncode != 0 and "violates PodSecurity" in refused.stderr
 
     release = _release()
-    _helm(cluster, "install", release, str(CHART), "-n", namespace, "--skip-crds")
+    _install(cluster, release, namespace)
     try:
         # No node runs them, but the controller-manager creates the Pods; Pod Security
         # admits or refuses them at creation (a refusal is a FailedCreate event).

@@ -111,13 +111,13 @@ def test_metrics_after_a_real_scenario(
         assert set(labels) == {"namespace", "phase"}  # bounded: no agent names
 
     # --- the admission process (webhooks + decision API)
+    # The approval's wait is observed by the decision API's approvals round (every 5 s),
+    # once it sees the request decided: wait for that, not for the pending gauge, which
+    # may read 0 before the round ever saw the request pending.
+    wait = "agent_identity_approval_wait_seconds_count"
     adm = wait_for(
-        lambda: (
-            (s := scrape(admission_url))
-            and value(s, "agent_identity_approval_requests_pending") == 0
-            and s
-        ),
-        what="the approval to be counted",
+        lambda: (s := scrape(admission_url)) and value(s, wait) - value(before, wait) >= 1 and s,
+        what="the approval's wait to be observed",
         timeout=30,
     )
 

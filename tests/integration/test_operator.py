@@ -14,6 +14,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from agent_identity.api.common import AGENT_LABEL
+from tests.integration.test_metrics import scrape, value
 
 G, V = "agentidentity.io", "v1alpha1"
 T = TypeVar("T")
@@ -329,35 +330,6 @@ def test_agent_becomes_ready_once_its_scope_appears(cluster: Any, namespace: str
 
 
 @pytest.fixture
-def without_admission_webhooks(cluster: Any) -> Iterator[None]:
-    """Our webhook configurations removed for one test and put back afterwards.
-
-    Models objects stored before the admission webhook was installed; the admission
-    process (if the session runs one) keeps serving and is called again afterwards.
-    """
-    saved: list[dict[str, Any]] = []
-    for kind in ("validatingwebhookconfiguration", "mutatingwebhookconfiguration"):
-        proc = cluster.kubectl("get", kind, "agent-identity", "-o", "json", check=False)
-        if proc.returncode == 0:
-            obj = json.loads(proc.stdout)
-            for key in (
-                "resourceVersion",
-                "uid",
-                "creationTimestamp",
-                "generation",
-                "managedFields",
-            ):
-                obj["metadata"].pop(key, None)
-            saved.append(obj)
-            cluster.kubectl("delete", kind, "agent-identity")
-    try:
-        yield
-    finally:
-        for obj in saved:
-            cluster.kubectl("create", "-f", "-", input=json.dumps(obj))
-
-
-@pytest.fixture
 def owner_not_enforced(cluster: Any) -> Iterator[None]:
     """The CRD with its owner validation loosened, restored afterwards.
 
@@ -390,6 +362,7 @@ def test_agent_without_owner_stays_not_ready(
     api: Any,
     without_admission_webhooks: None,
     owner_not_enforced: None,
+    operator: Any,
 ) -> None:
     doc = agent_doc("orphan", ["deployer"])
     del doc["spec"]["owner"]
@@ -413,6 +386,18 @@ def test_agent_without_owner_stays_not_ready(
     assert agent["status"]["phase"] == "Pending"
     assert child(api, "serviceaccount", namespace, "agent-orphan") is None
     assert child(api, "rolebinding", namespace, "agent-orphan") is None
+
+    # Counted for the AgentIdentityAgentsWithoutOwner alert, until someone sets an owner.
+    metrics = f"http://127.0.0.1:{operator.metrics_port}/metrics"
+
+    def ownerless() -> float:
+        return value(scrape(metrics), "agent_identity_agents_without_owner", namespace=namespace)
+
+    wait_for("the without-owner gauge to count the agent", lambda: ownerless() == 1)
+    patch = json.dumps({"spec": {"owner": "team-payments"}})
+    cluster.kubectl("patch", "agent", "orphan", "-n", namespace, "--type=merge", "-p", patch)
+    wait_ready(api, namespace, "orphan")
+    wait_for("the without-owner gauge to drop the agent", lambda: ownerless() == 0)
 
 
 def test_restart_while_reconciling_200_agents(

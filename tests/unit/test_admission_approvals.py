@@ -56,3 +56,37 @@ def test_real_reviewer_is_wired() -> None:
     # the decision engine's module is part of the build: a malformed request is refused by it
     d = review_status(_req(), registry(), NOW)
     assert not d.allowed and d.reason == "ApprovalRefused"
+
+
+def test_an_appended_decision_is_one_audit_record() -> None:
+    status = {
+        "state": "Approved",
+        "decisions": [
+            {
+                "approver": "sre-lead",
+                "verdict": "Approve",
+                "reason": "ok",
+                "at": "2026-12-03T12:00:00Z",
+            }
+        ],
+    }
+    req = _req()
+    req["oldObject"]["spec"] = {"agent": {"name": "bot"}, "agentUid": "u-1", "action": "deploy.x"}
+    d = review_status(req, registry(), NOW, reviewer=lambda *a, **k: Review(True, "", status))
+    (rec,) = d.audit
+    assert rec["kind"] == "approval" and rec["actor"] == "sre-lead"
+    assert (rec["verdict"], rec["outcome"], rec["state"]) == ("Approve", "approve", "Approved")
+    assert rec["approvalRequest"] == "payments/r" and rec["gen_ai.agent.name"] == "bot"
+    assert rec["agentUid"] == "u-1" and rec["action"] == "deploy.x" and rec["reason"] == "ok"
+    # A server-side dry run records nothing; a recomputation (no new decision) neither.
+    dry = {**req, "dryRun": True}
+    assert (
+        review_status(dry, registry(), NOW, reviewer=lambda *a, **k: Review(True, "", status)).audit
+        == []
+    )
+    req["oldObject"]["status"] = status
+    same = {**status, "state": "Expired"}
+    assert (
+        review_status(req, registry(), NOW, reviewer=lambda *a, **k: Review(True, "", same)).audit
+        == []
+    )

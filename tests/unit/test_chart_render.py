@@ -159,7 +159,12 @@ def test_operator_rbac_least_privilege(default: list[dict[str, Any]]) -> None:
         (rbac, "rolebindings", "bind"),
     }
     assert all("*" not in (g, r, v) for g, r, v in rules)
-    assert not {r for _, r, _ in rules} & {"secrets", "pods", "clusterroles", "clusterrolebindings"}
+    assert not {r for _, r, _ in rules} & {"secrets", "clusterroles", "clusterrolebindings"}
+    # Pods: only what the kill switch needs (follow agent pods, delete those of a Suspended
+    # or Retired agent); never create, update or exec.
+    assert {v for g, r, v in rules if (g, r) == ("", "pods")} == {"list", "watch", "delete"}
+    # Workloads: list and patch (the resume annotation), nothing that creates or deletes.
+    assert {v for g, r, v in rules if g == "apps"} <= {"list", "patch"}
     # The template explains every rule.
     text = (CHART / "templates" / "operator-rbac.yaml").read_text()
     assert "escalation guard" in text

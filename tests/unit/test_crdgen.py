@@ -121,8 +121,11 @@ def test_agent_schema_details() -> None:
     assert conditions["x-kubernetes-list-type"] == "map"
     assert conditions["x-kubernetes-list-map-keys"] == ["type"]
     assert set(conditions["items"]["required"]) >= {"type", "status"}
-    # Status is never defaulted (the operator owns it).
-    assert "default" not in SCHEMAS["Agent"]["properties"]["status"]
+    # Status is never defaulted (the operator owns it), except an ApprovalRequest's, whose
+    # empty status means Pending (so every read of a new request says so).
+    for kind in ("Agent", "AuthorityScope"):
+        assert "default" not in SCHEMAS[kind]["properties"]["status"], kind
+    assert SCHEMAS["ApprovalRequest"]["properties"]["status"]["default"] == {"state": "Pending"}
 
 
 def test_other_kinds_schema_details() -> None:

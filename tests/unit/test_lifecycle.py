@@ -173,6 +173,10 @@ def test_missing_scope_is_pending_and_named() -> None:
     ready = cond(result, "Ready")
     assert ready.reason == "ScopeNotFound" and "deployer" in ready.message
     assert result.desired == Desired(True, False, False, "deny-all")
+    # Waiting for another object (kstatus Reconciling), not a spec error (Stalled).
+    reconciling = cond(result, "Reconciling")
+    assert reconciling.status == "True" and reconciling.reason == "ScopeNotFound"
+    assert cond(result, "Stalled") is None
     assert result.event is not None and result.event.type == "Warning"
 
 
@@ -250,7 +254,12 @@ def test_random_sequences(seq: list[tuple[str, str, int, bool]]) -> None:
         ready = cond(result, "Ready")
         assert (ready.status == "True") == (result.phase in (Phase.ACTIVE, Phase.DEPRECATED))
         assert (cond(result, "Deprecated") is not None) == (result.phase == Phase.DEPRECATED)
-        assert (cond(result, "Stalled") is not None) == (result.phase == Phase.PENDING)
+        stalled = cond(result, "Stalled")
+        assert (stalled is not None) == (
+            result.phase == Phase.PENDING and ready.reason != "ScopeNotFound"
+        )
+        if result.phase == Phase.PENDING and ready.reason == "ScopeNotFound":
+            assert cond(result, "Reconciling").reason == "ScopeNotFound"
         types = [c.type for c in result.conditions]
         assert len(types) == len(set(types))
         status = {
@@ -258,3 +267,16 @@ def test_random_sequences(seq: list[tuple[str, str, int, bool]]) -> None:
             "conditions": [c.to_wire() for c in result.conditions],
             "history": [h.to_wire() for h in result.history],
         }
+
+
+def test_overdue_means_still_admitting_a_grace_after_the_deadline() -> None:
+    from agent_identity.lifecycle import OVERDUE_GRACE, is_overdue
+
+    deadline = NOW
+    late = NOW + OVERDUE_GRACE
+    assert is_overdue(Phase.ACTIVE, deadline, late)
+    assert is_overdue(Phase.DEPRECATED, deadline, late)
+    assert not is_overdue(Phase.ACTIVE, deadline, late - timedelta(seconds=1))  # within grace
+    assert not is_overdue(Phase.ACTIVE, None, late)  # no deadline at all
+    for phase in (Phase.RETIRED, Phase.SUSPENDED, Phase.PENDING, None):
+        assert not is_overdue(phase, deadline, late), phase

@@ -163,3 +163,21 @@ def test_ca_bundle_patch(material: sc.Material) -> None:
 def test_make_serving_needs_names(material: sc.Material) -> None:
     with pytest.raises(ValueError, match="DNS name"):
         sc.make_serving(material.ca_bundle, material.ca_key, [], NOW)
+
+
+def test_make_serving_for_names_longer_than_a_common_name(material: sc.Material) -> None:
+    # The qualified names of a Service in a 63-character namespace are longer than X.509's
+    # 64-character CN limit; the SANs carry them all and the CN is cut to fit.
+    long_names = sc.service_dns_names("agent-identity-admission", "n" * 63)[:3]
+    assert all(len(n) > 64 for n in long_names)
+    pem, _key = sc.make_serving(material.ca_bundle, material.ca_key, long_names, NOW)
+    cert = _cert(pem)
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert sans.get_values_for_type(x509.DNSName) == list(long_names)
+    cn = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value
+    assert cn == long_names[0][:64]
+    # With the short Service name among them, the first name that fits is the CN.
+    names = sc.service_dns_names("agent-identity-admission", "n" * 63)
+    pem, _key = sc.make_serving(material.ca_bundle, material.ca_key, names, NOW)
+    cn = _cert(pem).subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value
+    assert cn == "agent-identity-admission"

@@ -14,6 +14,7 @@ from collections.abc import Callable, Collection
 from datetime import datetime
 from typing import Any
 
+from agent_identity import audit
 from agent_identity.admission.review import Decision, allow, deny, user_of
 from agent_identity.registry import Registry
 
@@ -59,4 +60,39 @@ def review_status(
     if review.status is None or review.status == new.get("status"):
         return allow("ApprovalRecorded")
     op = "replace" if "status" in new else "add"
-    return allow("ApprovalRecorded", patch=[{"op": op, "path": "/status", "value": review.status}])
+    audit = [] if request.get("dryRun") else _decision_records(old, review.status, username)
+    return allow(
+        "ApprovalRecorded",
+        patch=[{"op": op, "path": "/status", "value": review.status}],
+        audit=audit,
+    )
+
+
+def _decision_records(
+    old: dict[str, Any], status: dict[str, Any], username: str
+) -> list[dict[str, Any]]:
+    """The audit record of the one decision a person appended (none for a recomputation)."""
+    before = len((old.get("status") or {}).get("decisions") or [])
+    decisions = status.get("decisions") or []
+    if len(decisions) <= before:
+        return []
+    decided = decisions[-1]
+    meta = old.get("metadata") or {}
+    spec = old.get("spec") or {}
+    namespace = str(meta.get("namespace") or "")
+    return [
+        audit.record(
+            "approval",
+            agent_uid=spec.get("agentUid") or None,
+            agent_name=(spec.get("agent") or {}).get("name"),
+            namespace=namespace,
+            actor=username,
+            outcome=str(decided.get("verdict", "")).lower() or None,
+            reason=decided.get("reason") or None,
+            at=decided.get("at"),
+            approvalRequest=f"{namespace}/{meta.get('name')}",
+            action=spec.get("action"),
+            verdict=decided.get("verdict"),
+            state=status.get("state"),
+        )
+    ]

@@ -117,10 +117,13 @@ def make_serving(
     ca_key = certs.load_key(ca_key_pem)
     if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
         raise ValueError("the CA key must be an EC key")
+    # X.509 caps the CN at 64 characters, and a Service name in a long namespace is
+    # longer; clients verify the SANs, so the CN is only a label: the first name that fits.
+    common_name = next((d for d in dns_names if len(d) <= 64), dns_names[0][:64])
     cert, key = certs.issue(
         certs.load_cert(ca_cert_pem),
         ca_key,
-        dns_names[0],
+        common_name,
         dt.timedelta(days=days),
         dns_names=dns_names,
         server=True,

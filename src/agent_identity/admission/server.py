@@ -35,7 +35,12 @@ from agent_identity.admission.webhookconfig import (
     PATH_VALIDATE_RESOURCES,
 )
 from agent_identity.audit import AuditLog
-from agent_identity.metrics import ADMISSION_LATENCY, ADMISSION_REQUESTS, TOKEN_TTL_ISSUED
+from agent_identity.metrics import (
+    ADMISSION_LATENCY,
+    ADMISSION_REQUESTS,
+    APPROVALS_DECIDED,
+    TOKEN_TTL_ISSUED,
+)
 from agent_identity.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -181,6 +186,8 @@ class Admission:
                 )
         for rec in decision.audit:
             self.audit.write(rec)
+            if rec.get("kind") == "approval" and rec.get("verdict"):
+                APPROVALS_DECIDED.labels(rec["verdict"]).inc()
         if decision.token_ttl is not None and decision.patch:
             TOKEN_TTL_ISSUED.observe(decision.token_ttl)
         outcome = "allowed" if decision.allowed else "denied"

@@ -254,6 +254,9 @@ class ApprovalRequest(Model):
     KIND: ClassVar[str] = "ApprovalRequest"
     PLURAL: ClassVar[str] = "approvalrequests"
     ROOT_RULES: ClassVar[list[JsonDict]] = []
+    # The decision API creates requests without status (the subresource drops it on
+    # create); the schema's default makes every read say Pending until someone decides.
+    STATUS_DEFAULTED: ClassVar[bool] = True
 
     api_version: Literal["agentidentity.io/v1alpha1"] = API_VERSION  # type: ignore[assignment]
     kind: Literal["ApprovalRequest"] = "ApprovalRequest"

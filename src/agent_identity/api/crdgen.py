@@ -254,8 +254,11 @@ def openapi_schema(model: type[BaseModel]) -> dict[str, Any]:
             "status": _structural(props["status"], defs),
         },
     }
-    # Status is written by the operator through the subresource; never defaulted on create.
-    schema["properties"]["status"].pop("default", None)
+    # Status is written by the operator through the subresource; never defaulted, except
+    # where a model says its empty status has a meaning (a new ApprovalRequest is Pending:
+    # the API server then shows it so on every read, without a second write).
+    if not getattr(model, "STATUS_DEFAULTED", False):
+        schema["properties"]["status"].pop("default", None)
     if "spec" in raw.get("required", []):
         schema["required"] = ["spec"]
     root_rules: list[Any] = list(getattr(model, "ROOT_RULES", []))

@@ -79,6 +79,7 @@ def operator(
 ) -> None:
     """Reconcile Agents into ServiceAccounts, RBAC and NetworkPolicies; drive their lifecycle."""
     import kopf
+    from kopf._core.engines.peering import Identity  # kopf exports no public name for it
     from prometheus_client import start_http_server
 
     from agent_identity import kube
@@ -115,7 +116,7 @@ def operator(
             memo=kopf.Memo(reconciler=reconciler),
             # kopf would derive it from getpass.getuser(), which raises for a uid with no
             # passwd entry (OpenShift's random uids, any --user): name the pod instead.
-            identity=os.environ.get("POD_NAME") or socket.gethostname(),
+            identity=Identity(os.environ.get("POD_NAME") or socket.gethostname()),
             liveness_endpoint=f"http://0.0.0.0:{health_port}/healthz" if health_port else None,
         )
     )

@@ -148,6 +148,7 @@ async def run_clock(rec: Reconciler, stop: asyncio.Event) -> None:
             except Exception as exc:  # retried a little later
                 log.warning("deadline reconcile of %s/%s failed: %s", namespace, name, exc)
                 rec.retry_later(namespace, name, RETRY_BACKOFF)
+        rec.publish_metrics()  # an agent past its deadline that still admits is overdue
         wait = rec.seconds_to_next(datetime.now(UTC), cap=CLOCK_MAX_SLEEP)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=wait)

@@ -45,12 +45,20 @@ from agent_identity.lifecycle import (
     desired_children,
     evaluate,
     invalid_conditions,
+    is_overdue,
     parse_agent,
     pods_to_delete,
     resumed,
     workloads_to_nudge,
 )
-from agent_identity.metrics import AGENTS, RECONCILE_DURATION, RECONCILE_ERRORS, SCOPE_BINDINGS
+from agent_identity.metrics import (
+    AGENTS,
+    AGENTS_OVERDUE,
+    AGENTS_WITHOUT_OWNER,
+    RECONCILE_DURATION,
+    RECONCILE_ERRORS,
+    SCOPE_BINDINGS,
+)
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +71,10 @@ JSON_PATCH = "application/json-patch+json"
 
 class ReconcileError(RuntimeError):
     """Some children could not be applied; status says which; the trigger is retried."""
+
+
+def _phase(value: str | None) -> Phase | None:
+    return Phase(value) if value else None
 
 
 def identity_uri(cluster: str, namespace: str, name: str) -> str:
@@ -80,6 +92,10 @@ class Reconciler:
     _phases: dict[tuple[str, str], str] = field(default_factory=dict)
     _bindings: dict[tuple[str, str], int] = field(default_factory=dict)
     _metric_keys: set[tuple[str, str]] = field(default_factory=set)
+    # For the without-owner and overdue gauges: agents held for their owner, and each
+    # agent's next expiresAt / sunsetAt as its last reconcile computed it.
+    _owner_missing: set[tuple[str, str]] = field(default_factory=set)
+    _lifetimes: dict[tuple[str, str], datetime] = field(default_factory=dict)
     _deadlines: dict[tuple[str, str], datetime] = field(default_factory=dict)
     # Agents whose pods are deleted on sight (Suspended, Retired): key -> (phase, uid).
     _killing: dict[tuple[str, str], tuple[Phase, str | None]] = field(default_factory=dict)
@@ -179,7 +195,14 @@ class Reconciler:
         self._write_status(body, status.to_wire())
         if result.entry is not None:
             self._record_transition(agent, result)
-        self._observe(namespace, name, result.phase, len(agent.spec.scope_refs))
+        self._observe(
+            namespace,
+            name,
+            result.phase,
+            len(agent.spec.scope_refs),
+            owner_missing=parsed.owner_error is not None,
+            lifetime=result.deadline,
+        )
         pod_errors = self._enforce_on_reconcile(agent, result.phase)
         if resumed(result.entry):
             pod_errors += self._nudge_workloads(namespace, name, now)
@@ -459,32 +482,64 @@ class Reconciler:
 
     # --- metrics ------------------------------------------------------------------------
 
-    def _observe(self, namespace: str, name: str, phase: Phase, bindings: int) -> None:
-        self._phases[(namespace, name)] = phase.value
-        self._bindings[(namespace, name)] = bindings
-        self._publish()
+    def _observe(
+        self,
+        namespace: str,
+        name: str,
+        phase: Phase,
+        bindings: int,
+        owner_missing: bool = False,
+        lifetime: datetime | None = None,
+    ) -> None:
+        key = (namespace, name)
+        with self._locks_guard:
+            self._phases[key] = phase.value
+            self._bindings[key] = bindings
+            if owner_missing:
+                self._owner_missing.add(key)
+            else:
+                self._owner_missing.discard(key)
+            if lifetime is None:
+                self._lifetimes.pop(key, None)
+            else:
+                self._lifetimes[key] = lifetime
+        self.publish_metrics()
 
     def forget(self, namespace: str, name: str) -> None:
+        key = (namespace, name)
         with self._locks_guard:
-            self._deadlines.pop((namespace, name), None)
-            self._killing.pop((namespace, name), None)
-        self._phases.pop((namespace, name), None)
-        self._bindings.pop((namespace, name), None)
-        self._publish()
+            self._deadlines.pop(key, None)
+            self._killing.pop(key, None)
+            self._phases.pop(key, None)
+            self._bindings.pop(key, None)
+            self._owner_missing.discard(key)
+            self._lifetimes.pop(key, None)
+        self.publish_metrics()
 
-    def _publish(self) -> None:
+    def publish_metrics(self, now: datetime | None = None) -> None:
+        """Set the registry gauges from what the last reconcile of each agent saw; the
+        clock calls it every round too, so an agent becomes overdue without an event."""
+        now = now or datetime.now(UTC)
         with self._locks_guard:
-            counts = Counter((ns, ph) for (ns, _), ph in list(self._phases.items()))
+            counts = Counter((ns, ph) for (ns, _), ph in self._phases.items())
             for key in self._metric_keys - set(counts):
                 AGENTS.labels(*key).set(0)
             for key, n in counts.items():
                 AGENTS.labels(*key).set(n)
             self._metric_keys |= set(counts)
             per_ns: Counter[str] = Counter()
-            for (ns, _), n in list(self._bindings.items()):
+            for (ns, _), n in self._bindings.items():
                 per_ns[ns] += n
+            ownerless = Counter(ns for ns, _ in self._owner_missing)
+            overdue = Counter(
+                ns
+                for (ns, name), t in self._lifetimes.items()
+                if is_overdue(_phase(self._phases.get((ns, name))), t, now)
+            )
             for ns in {ns for ns, _ in self._metric_keys}:
                 SCOPE_BINDINGS.labels(ns).set(per_ns.get(ns, 0))
+                AGENTS_WITHOUT_OWNER.labels(ns).set(ownerless.get(ns, 0))
+                AGENTS_OVERDUE.labels(ns).set(overdue.get(ns, 0))
 
     # --- AuthorityScope status ----------------------------------------------------------
 

@@ -1,5 +1,0 @@
-"""Every part's fixtures (tests/fixtures/*.py) for the integration tests."""
-
-from tests.fixtures import fixtures_of_every_part
-
-globals().update(fixtures_of_every_part())
