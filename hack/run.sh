@@ -87,42 +87,7 @@ kubectl get agents,authorityscopes,approvalpolicies -n payments >&2
 DEMO=no
 if [ -n "$(kubectl get nodes -o name 2>/dev/null)" ]; then
   DEMO=yes
-  APPROVER=sre-lead@example.com   # named by the prod-deploys ApprovalPolicy
-  in_pod() { kubectl exec -n payments deploy/release-bot -c agent -- agent-identity "$@"; }
-  echo "== running the release-bot agent as a pod (examples/pods/)" >&2
-  kubectl apply -f examples/pods/ >&2
-  kubectl rollout status deploy/release-bot -n payments --timeout=180s >&2
-  kubectl get pods -n payments -l agentidentity.io/agent=release-bot -o wide >&2
-  echo "== inside the pod: who am I, and may I ...?" >&2
-  in_pod whoami >&2
-  echo "-- deploy.staging (allowed by the deployer scope):" >&2
-  in_pod check deploy.staging >&2 || true
-  echo "-- github.admin.delete-repo (denied by the deployer scope):" >&2
-  in_pod check github.admin.delete-repo >&2 || true
-  echo "-- deploy.production (sensitive: waits for a person's approval):" >&2
-  in_pod check deploy.production --resource service/payments-api --wait 300 \
-    >"$LOGS/demo-check.log" 2>&1 &
-  CHECK_PID=$!
-  for _ in $(seq 1 100); do
-    REQ=$(kubectl get approvalrequests -n payments -o name 2>/dev/null | head -1)
-    [ -n "$REQ" ] && break
-    sleep 0.2
-  done
-  if [ -z "${REQ:-}" ]; then
-    echo "no ApprovalRequest appeared; see $LOGS/demo-check.log and $LOGS/admission.log" >&2
-    cat "$LOGS/demo-check.log" >&2
-    exit 1
-  fi
-  .venv/bin/kubectl-agent approvals -n payments >&2
-  echo "== $APPROVER approves ${REQ#*/}" >&2
-  kubectl create rolebinding demo-approvers -n payments --clusterrole=agentidentity-approver \
-    --user="$APPROVER" --dry-run=client -o yaml | kubectl apply -f - >&2
-  APPROVER_KUBECONFIG=$("$AI" devcluster user --state-dir "$STATE_DIR" "$APPROVER")
-  KUBECONFIG="$APPROVER_KUBECONFIG" .venv/bin/kubectl-agent approve "${REQ#*/}" -n payments \
-    --reason "make run demo: change approved" >&2
-  wait "$CHECK_PID" || true
-  echo "-- the waiting check in the pod now says:" >&2
-  cat "$LOGS/demo-check.log" >&2
+  STATE_DIR="$STATE_DIR" LOGS="$LOGS" AI="$AI" bash hack/demo.sh
 fi
 
 

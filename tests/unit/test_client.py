@@ -182,8 +182,18 @@ def make_registry() -> Registry:
             "kind": "AuthorityScope",
             "metadata": {"name": "deployer", "namespace": NS, "generation": 3},
             "spec": {
-                "tools": {"allow": ["github.pulls.*"], "deny": ["github.admin.**"]},
+                "tools": {
+                    "allow": ["github.pulls.*", "deploy.staging"],
+                    "deny": ["github.admin.**"],
+                },
                 "sensitive": ["deploy.production"],
+                "constraints": [
+                    {
+                        "tools": ["deploy.staging"],
+                        "when": 'resource.properties.env == "staging" && action.properties.dry',
+                        "message": "staging only, dry runs only",
+                    }
+                ],
             },
         }
     )

@@ -88,6 +88,19 @@ def test_check_exit_codes(server: Server, token_file: Path) -> None:
     assert f"approval request: {AR}" in out and "sre-lead@example.com" in out
 
 
+def test_check_sends_resource_and_action_properties(server: Server, token_file: Path) -> None:
+    # deploy.staging is allowed only for env=staging and dry=true (a constraint in the scope).
+    c = ["check", "deploy.staging", "--resource", "service/api", *conn(server, token_file)]
+    code, out, _ = run(*c, "--resource-prop", "env=staging", "--action-prop", "dry=true")
+    assert code == 0 and out.startswith("allow deploy.staging on service/api"), out
+    code, out, _ = run(*c, "--resource-prop", "env=production", "--action-prop", "dry=true")
+    assert code == 1 and "staging only, dry runs only" in out, out
+    code, out, _ = run(*c, "--resource-prop", "env=staging")  # action.properties.dry missing
+    assert code == 1 and out.startswith("deny"), out
+    code, _, err = run(*c, "--resource-prop", "novalue")
+    assert code == 2 and "--resource-prop" in err and "KEY=VALUE" in err
+
+
 def test_check_json_output(server: Server, token_file: Path) -> None:
     code, out, _ = run(
         "check",

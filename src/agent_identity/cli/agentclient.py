@@ -137,6 +137,21 @@ def whoami_text(me: WhoAmI) -> str:
     help="Request context (repeatable; VALUE as JSON when it parses; a dotted KEY nests).",
 )
 @click.option(
+    "--resource-prop",
+    "resource_props",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A resource property (repeatable), e.g. env=production: what constraints and "
+    "approval policies read as resource.properties.",
+)
+@click.option(
+    "--action-prop",
+    "action_props",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="An action property (repeatable), e.g. amount=5000: action.properties in CEL.",
+)
+@click.option(
     "--wait",
     type=click.FloatRange(min=0),
     default=None,
@@ -155,6 +170,8 @@ def check(
     action: str,
     resource: str | None,
     contexts: tuple[str, ...],
+    resource_props: tuple[str, ...],
+    action_props: tuple[str, ...],
     wait: float | None,
     poll_interval: float,
     url: str | None,
@@ -172,12 +189,16 @@ def check(
     try:
         res = parse_resource(resource)
         ctx = parse_kv(contexts, "--context")
+        rprops = parse_kv(resource_props, "--resource-prop")
+        aprops = parse_kv(action_props, "--action-prop")
     except UsageError as exc:
         raise click.UsageError(str(exc)) from exc
     try:
         client = _client(url, token_file, ca_file, timeout)
         rtype, rid = res if res is not None else (None, None)
-        decision = client.check(action, rtype, rid, ctx)
+        decision = client.check(
+            action, rtype, rid, ctx, action_properties=aprops, resource_properties=rprops
+        )
         if decision.outcome == "escalate" and wait is not None and decision.approval_request:
             if output == "text":
                 click.echo(decision_text(decision), nl=False)
