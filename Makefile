@@ -38,8 +38,11 @@ unit: $(STAMP)
 integration: binaries
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
+# pytest's exit code 5 (nothing collected) is a failure too, with a message that says so.
 test: binaries lint
-	$(BIN)/pytest tests $(PYTEST_ARGS)
+	@$(BIN)/pytest tests $(PYTEST_ARGS); rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure, not a pass" >&2; fi; \
+	  exit $$rc
 
 crds: $(STAMP)
 	$(BIN)/agent-identity crds generate --output-dir crds
@@ -75,18 +78,18 @@ manifests: helm
 # The chart's cluster-scoped parts on the local control plane, then both processes locally.
 # Uses the running local cluster (with or without its node), else starts the control plane.
 run-helm: binaries helm
-	@if ! env_out="$$($(BIN)/agent-identity devcluster env 2>/dev/null)"; then \
-	  env_out="$$($(BIN)/agent-identity devcluster up --no-node)" || exit 1; fi; \
-	eval "$$env_out" && \
-	  $(HELM_PY) cluster-scoped | kubectl apply --server-side --force-conflicts -f - && \
-	  kubectl wait --for condition=Established crd --all --timeout=60s && \
-	  trap 'kill $$op $$adm 2>/dev/null' EXIT INT TERM; \
-	  $(BIN)/agent-identity operator --metrics-port 9090 & op=$$!; \
-	  $(BIN)/agent-identity admission --dev --metrics-port 9091 & adm=$$!; \
-	  wait
+	@set -e; \
+	if ! env_out="$$($(BIN)/agent-identity devcluster env 2>/dev/null)"; then \
+	  env_out="$$($(BIN)/agent-identity devcluster up --no-node)"; fi; \
+	eval "$$env_out"; \
+	$(HELM_PY) cluster-scoped | kubectl apply --server-side --force-conflicts -f -; \
+	kubectl wait --for condition=Established crd --all --timeout=60s; \
+	trap 'kill $$op $$adm 2>/dev/null' EXIT INT TERM; \
+	$(BIN)/agent-identity operator --metrics-port 9090 & op=$$!; \
+	$(BIN)/agent-identity admission --dev --metrics-port 9091 & adm=$$!; \
+	wait
 
-# The operator in-cluster (issue 10): the local cluster with its node, the project image
-# (re)built and imported into the node, the chart installed with it (pullPolicy Never) in
-# agent-identity-system (Pod Security restricted). The cluster keeps running afterwards.
-run-incluster: binaries helm image
-	$(HELM_PY) incluster
+# `make run` with the operator in-cluster: the chart installed on the local cluster's node
+# with the image built here, instead of the two processes on the host.
+run-incluster: binaries helm
+	RUN_MODE=incluster bash hack/run.sh

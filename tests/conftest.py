@@ -92,6 +92,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         ensure_built(progress=True, node=needs_node)
 
 
+# Measurements the closing notes quote (times, counts): each test reports its own with
+# `figure(...)`, and the run ends with all of them in one section, also in CI's log.
+FIGURES: list[str] = []
+
+
+def figure(text: str) -> None:
+    """Record one measurement of this run (and print it, for -s)."""
+    FIGURES.append(text.strip())
+    print(text)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    if FIGURES:
+        terminalreporter.section("figures measured in this run")
+        for line in FIGURES:
+            terminalreporter.write_line(line)
+
+
 def _mode(config: pytest.Config) -> str:
     if config.getoption("kubeconfig"):
         return "external"

@@ -29,6 +29,7 @@ import pytest
 from agent_identity import __version__
 from agent_identity.client import AgentClient, DecisionAPIError
 from agent_identity.identity.token import TOKEN_FILE_PATH
+from tests.conftest import figure
 
 PLUGIN = str(Path(sys.executable).with_name("kubectl-agent"))
 API = "agentidentity.io/v1alpha1"
@@ -205,7 +206,7 @@ def start_agent(w: World, name: str = "bot") -> dict[str, Any]:
     start = time.monotonic()
     w.apply(w.deployment(name, {LABEL: name}))
     (pod,) = wait_for(f"a Running pod of agent {name}", lambda: w.running(f"{LABEL}={name}"), 120)
-    print(f"\nagent pod: kubectl apply -> Running in {time.monotonic() - start:.2f}s")
+    figure(f"\nagent pod: kubectl apply -> Running in {time.monotonic() - start:.2f}s")
     return dict(pod)
 
 
@@ -305,7 +306,7 @@ def test_suspend_deletes_running_pods_and_resume_brings_them_back(world: World) 
     start = time.monotonic()
     w.plugin("suspend", "bot", "-n", w.ns)
     wait_for("the pods of bot gone", lambda: not w.pods(f"{LABEL}=bot"), GONE_WITHIN)
-    print(f"\nkill switch on a node: suspend -> pods gone in {time.monotonic() - start:.2f}s")
+    figure(f"\nkill switch on a node: suspend -> pods gone in {time.monotonic() - start:.2f}s")
     wait_for(
         "the webhook refusing new pods", lambda: w.failed_creates('agent "bot" is Suspended'), 30
     )
@@ -315,7 +316,7 @@ def test_suspend_deletes_running_pods_and_resume_brings_them_back(world: World) 
     start = time.monotonic()
     w.plugin("resume", "bot", "-n", w.ns)
     wait_for("2 Running pods again", lambda: w.running(f"{LABEL}=bot", 2), 120)
-    print(f"kill switch on a node: resume -> pods Running in {time.monotonic() - start:.2f}s")
+    figure(f"kill switch on a node: resume -> pods Running in {time.monotonic() - start:.2f}s")
 
 
 def test_retire_makes_a_token_from_the_pod_fail_within_a_second(world: World) -> None:
@@ -343,7 +344,7 @@ def test_retire_makes_a_token_from_the_pod_fail_within_a_second(world: World) ->
 
     how = wait_for("the retired agent's token to be refused", refused, 10, every=0.02)
     elapsed = time.monotonic() - start
-    print(f"\nretire -> decision API refuses the pod's token in {elapsed:.3f}s ({how})")
+    figure(f"\nretire -> decision API refuses the pod's token in {elapsed:.3f}s ({how})")
     assert elapsed < RETIRE_DENY_WITHIN
     wait_for("the retired agent's pod gone", lambda: not w.pods(f"{LABEL}=bot"), GONE_WITHIN)
 

@@ -24,7 +24,9 @@ import pytest
 
 from agent_identity import __version__
 from agent_identity.devcluster import helm as helmlib
-from tests.conftest import TestCluster
+from tests.conftest import TestCluster, figure
+from tests.e2e.demo_support import NS as EXAMPLES_NS
+from tests.e2e.demo_support import apply_examples, assert_demo_story, delete_examples, run_demo
 
 ROOT = Path(__file__).resolve().parents[2]
 API = "agentidentity.io/v1alpha1"
@@ -63,7 +65,7 @@ def release(cluster: TestCluster, crds: None, project_image: str) -> Iterator[he
         values=helmlib.incluster_values(__version__),
         say=print,
     )
-    print(f"\nin-cluster install: helm upgrade --install -> Ready in {installed.seconds:.1f}s")
+    figure(f"\nin-cluster install: helm upgrade --install -> Ready in {installed.seconds:.1f}s")
     try:
         yield installed
     finally:
@@ -156,7 +158,7 @@ def test_an_agent_pod_asks_the_in_cluster_decision_api(
         return pod["status"].get("phase") == "Running" and all(c.get("ready") for c in statuses)
 
     wait_for("the agent pod Running", running, 120)
-    print(f"\nin-cluster agent pod: kubectl run -> Running in {time.monotonic() - start:.2f}s")
+    figure(f"\nin-cluster agent pod: kubectl run -> Running in {time.monotonic() - start:.2f}s")
     pod = _json(cluster, "get", "pod", "bot", "-n", namespace)
     env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
     assert env["AGENT_IDENTITY_DECISIONS_URL"] == DECISIONS_URL
@@ -176,6 +178,27 @@ def test_an_agent_pod_asks_the_in_cluster_decision_api(
     assert allowed.returncode == 0 and allowed.stdout.startswith("allow"), allowed
     denied = in_pod("check", "github.admin.delete-repo")
     assert denied.returncode == 1 and denied.stdout.startswith("deny"), denied
+
+
+def test_make_run_demo_in_cluster(
+    cluster: TestCluster, release: helmlib.Installed, tmp_path: Path
+) -> None:
+    """`RUN_MODE=incluster make run`'s demo: the same story as with host processes, the
+    webhooks, the operator and the decision API all pods of the chart."""
+    del release
+    start = time.monotonic()
+    try:
+        apply_examples(cluster)
+        proc = run_demo(cluster, tmp_path)
+        # The pod asked the chart's decision API through its Service (HTTPS, CA injected).
+        pods = _json(cluster, "get", "pods", "-n", EXAMPLES_NS, "-l", f"{LABEL}=release-bot")
+        env = {e["name"]: e.get("value") for e in pods["items"][0]["spec"]["containers"][0]["env"]}
+    finally:
+        delete_examples(cluster)
+    assert_demo_story(proc)
+    assert env["AGENT_IDENTITY_DECISIONS_URL"] == DECISIONS_URL
+    took = time.monotonic() - start
+    figure(f"make run demo (in-cluster chart): examples applied to approval in {took:.1f}s")
 
 
 def test_uninstall_removes_the_webhooks(cluster: TestCluster, release: helmlib.Installed) -> None:

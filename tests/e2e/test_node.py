@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from agent_identity.devcluster import node as devnode
-from tests.conftest import TestCluster, host_snapshot
+from tests.conftest import TestCluster, figure, host_snapshot
 
 NODE = devnode.NODE_NAME
 
@@ -84,7 +84,9 @@ def test_a_pod_runs_the_project_image_with_logs_exec_services_and_dns(
     t0 = time.monotonic()
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=server)
     pod = _wait_running(cluster, namespace, "app=web")
-    print(f"\nkubectl apply of a Deployment -> Running and Ready pod: {time.monotonic() - t0:.1f}s")
+    figure(
+        f"\nkubectl apply of a Deployment -> Running and Ready pod: {time.monotonic() - t0:.1f}s"
+    )
     cluster.kubectl(
         "expose", "deployment", "web", "-n", namespace, "--port=80", "--target-port=8080"
     )
@@ -145,7 +147,7 @@ def test_down_leaves_nothing_behind(cluster: TestCluster) -> None:
     paths = dev.node_paths
     t0 = time.monotonic()
     dev.stop()
-    print(f"\nstop with the node: {time.monotonic() - t0:.1f}s")
+    figure(f"\nstop with the node: {time.monotonic() - t0:.1f}s")
     after = host_snapshot()
     for key, before in cluster.host_before.items():
         assert after[key] == before, f"{key} differs after stop:\n{before}\n!=\n{after[key]}"

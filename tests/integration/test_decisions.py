@@ -23,6 +23,8 @@ from typing import Any
 import pytest
 import requests
 
+from tests.conftest import figure
+
 AUD = "agentidentity.io"
 
 SCOPE = """
@@ -905,7 +907,7 @@ def test_retire_denies_the_same_token_within_a_second(env: Env, cluster: Any) ->
             break
         assert elapsed < 5, resp.text
         time.sleep(0.01)
-    print(f"\nretire -> deny with the same token after {elapsed * 1000:.0f} ms")
+    figure(f"\nretire -> deny with the same token after {elapsed * 1000:.0f} ms")
     body = resp.json()
     assert body["context"]["outcome"] == "deny"
     assert body["context"]["rule"] == "lifecycle/Retired"

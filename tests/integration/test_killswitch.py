@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import figure
 from tests.fixtures.admission import AdmissionProcess
 from tests.fixtures.operator import OperatorProcess
 
@@ -189,7 +190,7 @@ def test_suspend_deletes_running_pods_and_resume_brings_them_back(world: World) 
     w.plugin("suspend", "bot", "-n", w.ns)
     wait_for("the pods of bot to be gone", lambda: not w.pods("bot"), GONE_WITHIN)
     gone = time.monotonic() - start
-    print(f"\nkill switch: suspend -> {len(names)} pods gone in {gone:.2f}s")
+    figure(f"\nkill switch: suspend -> {len(names)} pods gone in {gone:.2f}s")
 
     # The ReplicaSet tries to replace them; the webhook refuses, naming the suspension.
     refused = wait_for(
@@ -213,7 +214,7 @@ def test_suspend_deletes_running_pods_and_resume_brings_them_back(world: World) 
     start = time.monotonic()
     w.plugin("resume", "bot", "-n", w.ns)
     back = w.wait_pods("bot", 2, timeout=90)
-    print(f"kill switch: resume -> {len(back)} pods back in {time.monotonic() - start:.2f}s")
+    figure(f"kill switch: resume -> {len(back)} pods back in {time.monotonic() - start:.2f}s")
     assert not {p.metadata.name for p in back} & set(names)
     w.operator.assert_no_traceback()
 
@@ -225,7 +226,7 @@ def test_retire_deletes_pods_for_good(world: World) -> None:
     start = time.monotonic()
     w.plugin("retire", "old", "-n", w.ns)
     wait_for("the pod of old to be gone", lambda: not w.pods("old"), GONE_WITHIN)
-    print(f"\nkill switch: retire -> pod gone in {time.monotonic() - start:.2f}s")
+    figure(f"\nkill switch: retire -> pod gone in {time.monotonic() - start:.2f}s")
     wait_for(
         "a FailedCreate event for the retired agent",
         lambda: [m for m in w.failed_creates() if 'agent "old"' in m and "Retired" in m],
@@ -246,7 +247,7 @@ def test_bulk_suspend_by_owner_and_by_namespace(world: World) -> None:
     out = w.plugin("suspend", "--owner", "team-a", "-n", w.ns)
     assert "a1" in out and "a2" in out and "b1" not in out
     wait_for("team-a's pods gone", lambda: not w.pods("a1") and not w.pods("a2"), GONE_WITHIN)
-    print(
+    figure(
         f"\nkill switch: suspend --owner (2 agents) -> pods gone in {time.monotonic() - start:.2f}s"
     )
     assert len(w.pods("b1")) == 1  # another owner's agent keeps running
@@ -255,7 +256,7 @@ def test_bulk_suspend_by_owner_and_by_namespace(world: World) -> None:
     w.plugin("resume", "--owner", "team-a", "-n", w.ns)
     w.wait_pods("a1", 1, timeout=90)
     w.wait_pods("a2", 1, timeout=90)
-    print(f"kill switch: resume --owner -> pods back in {time.monotonic() - start:.2f}s")
+    figure(f"kill switch: resume --owner -> pods back in {time.monotonic() - start:.2f}s")
 
     start = time.monotonic()
     w.plugin("suspend", "--all", "-n", w.ns)
@@ -264,10 +265,10 @@ def test_bulk_suspend_by_owner_and_by_namespace(world: World) -> None:
         lambda: not any(w.pods(n) for n in ("a1", "a2", "b1")),
         GONE_WITHIN,
     )
-    print(f"kill switch: suspend --all (3 agents) -> pods gone in {time.monotonic() - start:.2f}s")
+    figure(f"kill switch: suspend --all (3 agents) -> pods gone in {time.monotonic() - start:.2f}s")
     start = time.monotonic()
     w.plugin("resume", "--all", "-n", w.ns)
     for name in ("a1", "a2", "b1"):
         w.wait_pods(name, 1, timeout=90)
-    print(f"kill switch: resume --all -> pods back in {time.monotonic() - start:.2f}s")
+    figure(f"kill switch: resume --all -> pods back in {time.monotonic() - start:.2f}s")
     w.operator.assert_no_traceback()

@@ -14,6 +14,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from agent_identity.api.common import AGENT_LABEL
+from tests.conftest import figure
 from tests.integration.test_metrics import scrape, value
 
 G, V = "agentidentity.io", "v1alpha1"
@@ -228,7 +229,7 @@ def test_retired_agent_tokens_stop_authenticating(
         every=0.25,
     )
     elapsed = time.monotonic() - start
-    print(f"\nretire -> token no longer authenticates: {elapsed:.1f} s")
+    figure(f"\nretire -> token no longer authenticates: {elapsed:.1f} s")
     assert elapsed <= 15
     agent = wait_phase(api, namespace, "bot", "Retired")
     for kind in ("serviceaccount", "role", "rolebinding"):
@@ -420,7 +421,7 @@ def test_restart_while_reconciling_200_agents(
     operator.start()
     wait_for(f"all {n} agents Ready", lambda: ready_count() == n or None, timeout=300, every=1)
     elapsed = time.monotonic() - start
-    print(f"\n{n} agents Ready in {elapsed:.1f} s (operator killed after {before} were Ready)")
+    figure(f"\n{n} agents Ready in {elapsed:.1f} s (operator killed after {before} were Ready)")
 
     agents = {
         a["metadata"]["name"]: a["metadata"]["uid"]

@@ -21,7 +21,7 @@ import yaml
 from kubernetes import client
 
 from agent_identity.devcluster.pki import CertificateAuthority, cert_pem, key_pem
-from tests.conftest import TestCluster
+from tests.conftest import TestCluster, figure
 
 AUDIENCE = "agentidentity.io"
 
@@ -93,7 +93,7 @@ def test_token_request_review_and_revocation(cluster: TestCluster, namespace: st
 
     never_reviewed = _seconds_until_rejected_fresh(authn, fresh, deleted_at)
     reviewed = _seconds_until_rejected(authn, token, deleted_at)
-    print(
+    figure(
         f"\nTokenReview stops authenticating after the ServiceAccount is deleted: "
         f"never-reviewed token {never_reviewed:.2f} s, reviewed token {reviewed:.2f} s"
     )
@@ -235,7 +235,7 @@ def test_namespace_deletion_completes(cluster: TestCluster, namespace: str) -> N
     elapsed = time.monotonic() - started
     got = cluster.kubectl("get", "namespace", namespace, check=False)
     assert got.returncode != 0 and "NotFound" in got.stderr
-    print(f"\nnamespace with content deleted in {elapsed:.2f} s")
+    figure(f"\nnamespace with content deleted in {elapsed:.2f} s")
 
 
 def test_owned_objects_are_garbage_collected(cluster: TestCluster, namespace: str) -> None:

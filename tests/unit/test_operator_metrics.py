@@ -44,3 +44,10 @@ def test_gauges_count_phases_owners_and_overdue_agents() -> None:
     assert gauge("agent_identity_agents", namespace=NS, phase="Pending") == 0
     assert gauge("agent_identity_agents", namespace=NS, phase="Active") == 1
     assert gauge("agent_identity_agents", namespace=NS, phase="Retired") == 1
+
+
+def test_reconcile_error_series_exist_from_the_start() -> None:
+    api = client.ApiClient()
+    Reconciler(api, applier=ChildApplier(api))
+    for kind in ("Agent", "AuthorityScope"):
+        assert gauge("agent_identity_reconcile_errors_total", kind=kind) is not None, kind

@@ -108,6 +108,10 @@ class Reconciler:
         if self.applier is None:
             self.applier = ChildApplier(self.api)
         self.instance = socket.gethostname()
+        # Export the error series at 0 from the start: an alert on increase() cannot see
+        # the first errors of a series that did not exist before them.
+        for kind in ("Agent", "AuthorityScope"):
+            RECONCILE_ERRORS.labels(kind)
 
     # --- helpers ------------------------------------------------------------------------
 
@@ -588,6 +592,7 @@ class Reconciler:
                 )
             except ApiException as exc:
                 if exc.status != 404:
+                    RECONCILE_ERRORS.labels("AuthorityScope").inc()
                     raise
                 changed = False  # deleted meanwhile
         RECONCILE_DURATION.labels("AuthorityScope").observe(time.monotonic() - start)

@@ -345,7 +345,7 @@ def write_manifests(root: Path, helm: Path | None = None) -> list[Path]:
     return written
 
 
-# --- the chart installed on the local cluster (`make run-incluster`, tests/e2e) ---------
+# --- the chart installed on the local cluster (`RUN_MODE=incluster make run`, tests/e2e) --
 
 CRD_PROBE = "customresourcedefinitions/agents.agentidentity.io"
 
@@ -447,24 +447,26 @@ def uninstall_incluster(
         raise BuildError(f"helm uninstall {release} failed: {proc.stderr.strip()}")
 
 
-def run_incluster(root: Path) -> int:
-    """`make run-incluster`: the local cluster with its node, the project image imported,
-    the chart installed with it. Leaves the cluster running; prints its exports."""
+def install_local(root: Path, state_dir: Path) -> int:
+    """`RUN_MODE=incluster make run`: the chart installed, with the image built here, into
+    the running local cluster of ``state_dir`` (which has its node); prints its pods."""
     from agent_identity import __version__
     from agent_identity.devcluster import DevCluster
     from agent_identity.devcluster import image as imagelib
     from agent_identity.devcluster import node as devnode
 
     def say(msg: str) -> None:
-        print(f"[run-incluster] {msg}", file=sys.stderr, flush=True)
+        print(f"[incluster] {msg}", file=sys.stderr, flush=True)
 
-    archive, _ = imagelib.ensure_image()
-    cluster = DevCluster.attach()
-    if cluster is None or not cluster.is_ready() or not cluster.has_node:
-        say("starting the local cluster with its node")
-        cluster = DevCluster.start(detached=True, progress=True, node=True)
-    else:
-        # A node started before this build holds an older image under the same tag.
+    cluster = DevCluster.attach(state_dir)
+    if cluster is None or not cluster.has_node:
+        raise BuildError(
+            f"no local cluster with a node runs from {state_dir}: "
+            "agent-identity devcluster up --image (with its node) first"
+        )
+    archive, rebuilt = imagelib.ensure_image()
+    if rebuilt:
+        # The node imported the archive when it started; a rebuilt image replaces it.
         devnode.import_images(cluster.node_paths, [archive], say)
     kubectl = cluster.bin_dir / "kubectl"
     result = install_incluster(
@@ -473,16 +475,14 @@ def run_incluster(root: Path) -> int:
     pods = _kubectl(
         kubectl, cluster.kubeconfig, "get", "pods", "-n", result.namespace, "-o", "wide"
     )
+    say(f"the chart's pods, Ready in {result.seconds:.1f}s:\n{pods}")
     print(result.notes, file=sys.stderr)
-    say(f"the chart's pods ({result.seconds:.1f}s to Ready):\n{pods}")
-    say('next: eval "$(agent-identity devcluster env)"; kubectl get agents -A')
-    say("stop: agent-identity devcluster down")
-    print(f"export KUBECONFIG={cluster.kubeconfig}\nexport PATH={cluster.bin_dir}:$PATH")
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m agent_identity.devcluster.helm [path|sync-crds|manifests]`."""
+    """`python -m agent_identity.devcluster.helm COMMAND`: path, sync-crds, cluster-scoped,
+    manifests, install STATE_DIR (the Makefile's shipping targets and `make run`)."""
     args = list(sys.argv[1:] if argv is None else argv) or ["path"]
     try:
         if args[0] == "path":
@@ -503,12 +503,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args[0] == "manifests":
             for path in write_manifests(repo_root()):
                 print(path.relative_to(repo_root()))
-        elif args[0] == "incluster":
-            return run_incluster(repo_root())
+        elif args[0] == "install" and len(args) == 2:
+            return install_local(repo_root(), Path(args[1]))
         else:
             print(
-                f"unknown command {args[0]!r}: "
-                "path, sync-crds, cluster-scoped, manifests or incluster",
+                f"unknown command {' '.join(args)!r}: path, sync-crds, cluster-scoped, "
+                "manifests or install STATE_DIR",
                 file=sys.stderr,
             )
             return 2
