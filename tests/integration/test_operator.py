@@ -6,6 +6,7 @@ import copy
 import json
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import pytest
@@ -256,6 +257,15 @@ def test_suspended_removes_the_role_binding_and_active_restores_it(
     assert [h["to"] for h in agent["status"]["history"]] == ["Active", "Suspended", "Active"]
 
 
+def _mark_status(cluster: Any, namespace: str, name: str) -> None:
+    """Write a marker into an Agent's status that only a reconcile of it would correct
+    (a status write starts no reconcile: kopf's update handlers ignore status)."""
+    patch = json.dumps({"status": {"scopes": "marker"}})
+    cluster.kubectl(
+        "patch", "agent", name, "-n", namespace, "--subresource=status", "--type=merge", "-p", patch
+    )
+
+
 def test_editing_a_scope_updates_exactly_its_agents(cluster: Any, namespace: str, api: Any) -> None:
     apply(
         cluster, namespace,
@@ -266,6 +276,8 @@ def test_editing_a_scope_updates_exactly_its_agents(cluster: Any, namespace: str
         wait_ready(api, namespace, name)
     rv_c = child(api, "role", namespace, "agent-c").metadata.resource_version
     digest_c = get_agent(api, namespace, "c")["status"]["effectiveAuthority"]["digest"]
+    for name in "abc":
+        _mark_status(cluster, namespace, name)
     apply(cluster, namespace, scope_doc("s1", ["get", "watch"]))
     for name in "ab":
         wait_for(
@@ -274,13 +286,70 @@ def test_editing_a_scope_updates_exactly_its_agents(cluster: Any, namespace: str
                 "watch" in r.verbs for r in child(api, "role", namespace, f"agent-{n}").rules
             ),
         )
+        # Reconciled: the marker is gone (positive control for agent c below).
+        wait_for(
+            f"status of {name} rewritten",
+            lambda n=name: get_agent(api, namespace, n)["status"]["scopes"] != "marker",  # type: ignore[misc]
+        )
     time.sleep(2)
+    # Agent c (bound to s2 only) was not reconciled at all: its marker is still there.
+    assert get_agent(api, namespace, "c")["status"]["scopes"] == "marker"
     assert child(api, "role", namespace, "agent-c").metadata.resource_version == rv_c
     assert get_agent(api, namespace, "c")["status"]["effectiveAuthority"]["digest"] == digest_c
+    assert get_agent(api, namespace, "b")["status"]["scopes"] == "s1,s2"
     scope = client.CustomObjectsApi(api).get_namespaced_custom_object(
         G, V, namespace, "authorityscopes", "s1"
     )
     assert scope["status"]["boundAgents"] == ["a", "b"]
+
+
+def test_fields_the_operator_does_not_own_are_left_alone(
+    cluster: Any, namespace: str, api: Any
+) -> None:
+    apply(cluster, namespace, scope_doc("s1", ["get"]), agent_doc("bot", ["s1"]))
+    wait_ready(api, namespace, "bot")
+    # A person (or another controller) labels and annotates the children.
+    for kind in CHILD_KINDS:
+        cluster.kubectl("label", kind, "agent-bot", "-n", namespace, "team=payments")
+        cluster.kubectl("annotate", kind, "agent-bot", "-n", namespace, "note=keep")
+    # A reconcile that changes the Role: our fields change, theirs stay.
+    apply(cluster, namespace, scope_doc("s1", ["get", "list"]))
+    wait_for(
+        "Role updated",
+        lambda: child(api, "role", namespace, "agent-bot").rules[0].verbs == ["get", "list"],
+    )
+    for kind in CHILD_KINDS:
+        obj = child(api, kind, namespace, "agent-bot")
+        assert obj.metadata.labels["team"] == "payments", kind
+        assert obj.metadata.labels[AGENT_LABEL] == "bot", kind
+        assert obj.metadata.annotations["note"] == "keep", kind
+
+
+def test_expiry_and_sunset_retire_agents_on_time(
+    cluster: Any, namespace: str, api: Any, operator: Any
+) -> None:
+    # Deadlines a few seconds ahead, passing while the operator runs: its clock retires
+    # each agent about when it passes, as the operator (not a person).
+    soon = (datetime.now(UTC) + timedelta(seconds=6)).replace(microsecond=0)
+    stamp = soon.strftime("%Y-%m-%dT%H:%M:%SZ")
+    apply(
+        cluster, namespace, scope_doc("s1"),
+        agent_doc("expiring", ["s1"], lifecycle={"state": "Active", "expiresAt": stamp}),
+        agent_doc("sunsetting", ["s1"], lifecycle={"state": "Deprecated", "sunsetAt": stamp}),
+    )  # fmt: skip
+    wait_ready(api, namespace, "expiring")
+    assert wait_ready(api, namespace, "sunsetting")["status"]["phase"] == "Deprecated"
+    for name, reason in (("expiring", "Expired"), ("sunsetting", "Sunset")):
+        agent = wait_phase(api, namespace, name, "Retired", timeout=30)
+        last = agent["status"]["history"][-1]
+        assert (last["to"], last["reason"]) == ("Retired", reason), last
+        assert last["actor"] == "system:agent-identity-operator"
+        at = datetime.fromisoformat(last["at"].replace("Z", "+00:00"))
+        late = (at - soon).total_seconds()
+        figure(f"{reason.lower()} -> Retired {late:.1f}s after the deadline")
+        assert 0 <= late <= 5, late
+        assert child(api, "serviceaccount", namespace, f"agent-{name}") is None
+        assert condition(agent, "Expired")["reason"] == reason
 
 
 def test_deleted_children_are_recreated(cluster: Any, namespace: str, api: Any) -> None:
@@ -305,6 +374,25 @@ def test_deleting_the_agent_garbage_collects_children(
     cluster.kubectl("delete", "agent", "bot", "-n", namespace, "--wait=true", timeout=60)
     for kind in CHILD_KINDS:
         wait_for(f"{kind} collected", lambda k=kind: child(api, k, namespace, "agent-bot") is None)  # type: ignore[misc]
+
+
+def test_agent_created_before_its_scope_becomes_ready_when_it_appears(
+    cluster: Any, namespace: str, api: Any, without_admission_webhooks: None
+) -> None:
+    # Without the admission webhook (or on a cluster where it is not installed yet), an
+    # Agent may be stored before its scope: Pending, waiting (kstatus Reconciling, not
+    # Stalled), with its identity but no authority; Ready once the scope is created.
+    apply(cluster, namespace, agent_doc("early", ["not-yet"]))
+    agent = wait_phase(api, namespace, "early", "Pending")
+    assert condition(agent, "Ready")["reason"] == "ScopeNotFound"
+    assert condition(agent, "Reconciling")["reason"] == "ScopeNotFound"
+    assert condition(agent, "Stalled") is None
+    assert child(api, "serviceaccount", namespace, "agent-early") is not None
+    assert child(api, "rolebinding", namespace, "agent-early") is None
+    apply(cluster, namespace, scope_doc("not-yet"))
+    agent = wait_ready(api, namespace, "early")
+    assert condition(agent, "Reconciling") is None
+    assert child(api, "rolebinding", namespace, "agent-early") is not None
 
 
 def test_agent_becomes_ready_once_its_scope_appears(cluster: Any, namespace: str, api: Any) -> None:
