@@ -104,6 +104,35 @@ def test_webhook_down_fails_closed_except_kube_system(
     assert "Traceback" not in dead.log_text()
 
 
+def test_webhook_down_refuses_unregistered_pods_in_enforcing_namespaces(
+    cluster: Any, namespace: str, without_admission_webhooks: None, tmp_path: Path
+) -> None:
+    # Only the process under test serves this cluster's webhooks here (the session's
+    # configurations are set aside), so every answer below is its own, or its absence.
+    cluster.kubectl("label", "namespace", namespace, f"{GROUP}/enforce=deny")
+    dead = AdmissionProcess(Path(cluster.kubeconfig), tmp_path, name=DEAD)
+    dead.start()
+    try:
+        alive = cluster.kubectl("create", "-f", "-", input=_pod("stray-1", namespace), check=False)
+        assert alive.returncode != 0 and "only runs registered agents" in alive.stderr, alive
+        assert dead.stop(kill=True) == -signal.SIGKILL
+        refused = cluster.kubectl(
+            "create", "-f", "-", input=_pod("stray-2", namespace), check=False
+        )
+        assert refused.returncode != 0, refused.stdout
+        assert "failed calling webhook" in refused.stderr, refused.stderr
+        assert "enforce-deny.agentidentity.io" in refused.stderr, refused.stderr
+        # A namespace that does not enforce is not sent to that webhook: pods go through.
+        free = f"{namespace[:55]}-free"
+        cluster.kubectl("create", "namespace", free)
+        try:
+            cluster.kubectl("create", "-f", "-", input=_pod("plain", free))
+        finally:
+            cluster.kubectl("delete", "namespace", free, "--wait=false", check=False)
+    finally:
+        dead.stop(kill=True)
+
+
 @pytest.fixture(autouse=True)
 def _no_leftover(cluster: Any) -> Any:
     yield

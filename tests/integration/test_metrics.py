@@ -80,6 +80,16 @@ def test_metrics_after_a_real_scenario(
         "apply", "-n", namespace, "-f", "-", input=_pod("ghost", "ghost-bot"), check=False
     )
     assert denied.returncode != 0 and "ghost-bot" in denied.stderr
+    # enforce=audit: an unregistered pod is admitted, and counted (and audited).
+    audited_ns = f"{namespace[:57]}-audit"
+    cluster.kubectl("create", "namespace", audited_ns)
+    try:
+        cluster.kubectl("label", "namespace", audited_ns, "agentidentity.io/enforce=audit")
+        plain = json.loads(_pod("plain", "x"))
+        del plain["metadata"]["labels"]
+        cluster.kubectl("apply", "-n", audited_ns, "-f", "-", input=json.dumps(plain))
+    finally:
+        cluster.kubectl("delete", "namespace", audited_ns, "--wait=false", check=False)
 
     # decisions: allow, deny, escalate; then a person approves the escalation
     assert env.evaluate("ci.runs.read").json()["context"]["outcome"] == "allow"
@@ -87,6 +97,13 @@ def test_metrics_after_a_real_scenario(
     body = env.evaluate("deploy.production").json()
     assert body["context"]["outcome"] == "escalate", body
     request_name = body["context"]["approvalRequest"].split("/")[-1]
+    # While it waits for a person, the pending gauge counts it (refreshed every 5 s).
+    pending = "agent_identity_approval_requests_pending"
+    wait_for(
+        lambda: value(scrape(admission_url), pending) >= 1,
+        what="the open request to be counted as pending",
+        timeout=30,
+    )
     approved = decide(
         cluster, namespace, request_name, "Approve",
         kubeconfig=cluster.user_kubeconfig("approver-a"),
@@ -132,6 +149,7 @@ def test_metrics_after_a_real_scenario(
     for labels, _ in adm[requests_total]:
         assert set(labels) == {"webhook", "outcome", "reason"}
         assert labels["outcome"] in ("allowed", "denied", "warned")
+    assert grew(requests_total, webhook="validate-pods-audit", reason="UnregisteredPodAudited") >= 1
     assert grew("agent_identity_admission_duration_seconds_count", webhook="mutate-pods") >= 1
     assert grew("agent_identity_token_ttl_seconds_count") >= 1
     assert value(adm, "agent_identity_token_ttl_seconds_bucket", le="900.0") >= 1
