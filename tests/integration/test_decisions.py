@@ -887,28 +887,27 @@ def test_pathological_expression_is_stopped_and_api_keeps_serving(env: Env, clus
     assert env.evaluate("ci.runs.read").json()["decision"] is True
 
 
-def test_retire_denies_the_same_token_within_a_second(env: Env, cluster: Any) -> None:
+@pytest.mark.parametrize("state", ["Suspended", "Retired"])
+def test_suspend_or_retire_denies_the_same_token_within_a_second(
+    env: Env, cluster: Any, state: str
+) -> None:
+    # The API server would go on authenticating the token (its 10 s cache, and a Suspended
+    # agent keeps its ServiceAccount): the decision API's own registry is what refuses.
     assert env.evaluate("ci.runs.read").json()["decision"] is True
+    patch = json.dumps({"spec": {"lifecycle": {"state": state}}})
+    started = time.monotonic()  # before kubectl starts: its own time counts too
     cluster.kubectl(
-        "patch",
-        "agent",
-        "release-bot",
-        "-n",
-        env.namespace,
-        "--type=merge",
-        "-p",
-        '{"spec":{"lifecycle":{"state":"Retired"}}}',
+        "patch", "agent", "release-bot", "-n", env.namespace, "--type=merge", "-p", patch
     )
-    retired_at = time.monotonic()
     while True:
         resp = env.evaluate("ci.runs.read")
-        elapsed = time.monotonic() - retired_at
+        elapsed = time.monotonic() - started
         if resp.status_code == 200 and resp.json()["decision"] is False:
             break
         assert elapsed < 5, resp.text
         time.sleep(0.01)
-    figure(f"\nretire -> deny with the same token after {elapsed * 1000:.0f} ms")
+    figure(f"{state.lower()} -> decision API denies the same token after {elapsed * 1000:.0f} ms")
     body = resp.json()
     assert body["context"]["outcome"] == "deny"
-    assert body["context"]["rule"] == "lifecycle/Retired"
+    assert body["context"]["rule"] == f"lifecycle/{state}"
     assert elapsed < 1.0
