@@ -450,6 +450,67 @@ def invalid_cel_expression(w: World) -> Outcome:
     )
 
 
+def cel_syntax_error(w: World) -> Outcome:
+    return w.scope(
+        "broken",
+        tools={"allow": ["deploy.staging"]},
+        constraints=[{"tools": ["deploy.*"], "when": "resource.properties.env =="}],
+    )
+
+
+def cel_result_not_boolean(w: World) -> Outcome:
+    return w.scope(
+        "counting",
+        tools={"allow": ["deploy.staging"]},
+        constraints=[{"tools": ["deploy.*"], "when": "size(context)"}],
+    )
+
+
+def policy_condition_invalid(w: World) -> Outcome:
+    return w.create(
+        {
+            "apiVersion": f"{GROUP}/v1alpha1",
+            "kind": "ApprovalPolicy",
+            "metadata": {"name": "refunds"},
+            "spec": {
+                "match": {"actions": ["payments.refund"], "when": "action.properties.amount >"},
+                "approvers": {"users": ["finance@example.com"]},
+            },
+        }
+    )
+
+
+def parent_narrowing_below_its_sub_agent(w: World) -> Outcome:
+    w.must(sub_agent_within_parent(w))
+    w.must(w.scope("tiny", tools={"allow": ["ci.runs.read"]}))
+    patch = {"spec": {"scopeRefs": [{"name": "tiny"}]}}
+    return w.run(
+        "patch", "agent", "orchestrator", "--type=merge", "-p", json.dumps(patch), user="alice"
+    )
+
+
+def sunset_agent_cannot_be_reactivated(w: World) -> Outcome:
+    # Deprecated past its sunsetAt: Retired by the operator, though spec still says
+    # Deprecated (which the CRD alone would let go back to Active): the webhook checks
+    # the effective phase.
+    w.agent("sunset-bot", phase="Retired", state="Deprecated", sunset="2020-01-01T00:00:00Z")
+    patch = {"spec": {"lifecycle": {"state": "Active", "sunsetAt": None}}}
+    return w.run("patch", "agent", "sunset-bot", "--type=merge", "-p", json.dumps(patch))
+
+
+def pod_of_deprecated_agent_gets_the_shortest_ttl(w: World) -> Outcome:
+    _deployer(w)
+    w.agent(
+        "old-bot", phase="Deprecated", state="Deprecated", sunset="2099-01-01T00:00:00Z",
+        scopes=("deployer",), ttl=1800,
+    )  # fmt: skip
+    out = w.pod("old-1", label="old-bot")
+    (volume,) = w.get("pod", "old-1")["spec"]["volumes"]
+    src = volume["projected"]["sources"][0]["serviceAccountToken"]
+    assert src["expirationSeconds"] == 600, src  # not the agent's 1800: it is on its way out
+    return out
+
+
 def hand_set_provenance(w: World) -> Outcome:
     body = w.agent_body("bot")
     body["metadata"]["annotations"] = {f"{GROUP}/created-by": "ceo@example.com"}
@@ -564,6 +625,15 @@ CASES: list[tuple[Callable[[World], Outcome], Expect]] = [
     ),
     (user_with_permissions_succeeds, ("allowed", "agent.agentidentity.io/bot created")),
     (invalid_cel_expression, ("denied", "spec.constraints[1].when:")),
+    (cel_syntax_error, ("denied", "spec.constraints[0].when:")),
+    (cel_result_not_boolean, ("denied", "spec.constraints[0].when:")),
+    (policy_condition_invalid, ("denied", "spec.match.when:")),
+    (
+        parent_narrowing_below_its_sub_agent,
+        ("denied", 'would leave its sub-agent "child" wider than it'),
+    ),
+    (sunset_agent_cannot_be_reactivated, ("denied", "Retired is terminal")),
+    (pod_of_deprecated_agent_gets_the_shortest_ttl, ("warned", 'agent "old-bot" is Deprecated')),
     (hand_set_provenance, ("denied", "cannot be set by hand (you sent 'ceo@example.com')")),
     (hand_changed_provenance, ("denied", "agentidentity.io/last-modified-by")),
     (provenance_of_two_users, ("allowed", "agent.agentidentity.io/bot patched")),

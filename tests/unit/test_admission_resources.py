@@ -276,3 +276,32 @@ def test_hand_set_provenance_fails_validation() -> None:
     d = validate_resource(review(body, user="mallory"), registry(), NOW)
     assert not d.allowed and d.reason == "ProvenanceSetByHand"
     assert "agentidentity.io/created-by" in d.message
+
+
+def test_a_parent_cannot_narrow_below_its_sub_agents() -> None:
+    child_scope = scope(
+        "child-scope",
+        rules=[{"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get"]}],
+        tools={"allow": ["github.pulls.create"]},
+    )
+    child = agent("child", scopes=("child-scope",), parent="orchestrator")
+    reg = registry(*REG_OBJECTS, child_scope, child)
+    old = with_prov(agent("orchestrator", scopes=("parent-scope",)))
+    # The orchestrator drops parent-scope for "reader" (configmaps only): its sub-agent
+    # would keep deployments and github.pulls.create, which the parent no longer has.
+    new = with_prov(agent("orchestrator", scopes=("reader",)))
+    d = validate_resource(review(new, operation="UPDATE", old=old), reg, NOW)
+    assert not d.allowed and d.reason == "WiderThanParent", d.message
+    assert 'would leave its sub-agent "child" wider than it' in d.message
+    assert "narrow or retire the sub-agent first" in d.message
+    assert ("Agent", "payments", "child") in d.confirm
+    # A token TTL below the child's is refused the same way.
+    short = with_prov(agent("orchestrator", scopes=("parent-scope",), ttl=600))
+    d = validate_resource(review(short, operation="UPDATE", old=old), reg, NOW)
+    assert not d.allowed and "token TTL" in d.message, d.message
+    # Once the child is retired, the parent may narrow.
+    retired = agent("child", scopes=("child-scope",), parent="orchestrator", phase="Retired")
+    retired["spec"]["lifecycle"]["state"] = "Retired"
+    reg = registry(*REG_OBJECTS, child_scope, retired)
+    d = validate_resource(review(new, operation="UPDATE", old=old), reg, NOW)
+    assert d.allowed, d.message

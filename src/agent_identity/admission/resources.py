@@ -164,6 +164,27 @@ def _validate_agent(
                 confirm=confirm,
             )
 
+    if old_body is not None:
+        # A parent that narrows its own authority (scopes, token TTL) must not leave a
+        # sub-agent wider than itself: the same subset rule, seen from the parent.
+        for (child_ns, _), child in sorted(registry.agents.items()):
+            if child_ns != ns or child.spec.parent_ref is None:
+                continue
+            if child.spec.parent_ref.name != name or child.metadata.name == name:
+                continue
+            if effective_state(child, now).phase == Phase.RETIRED:
+                continue
+            child_scopes, _ = registry.scopes_of(child)
+            problem = child_violation(child, child_scopes, agent, scopes)
+            if problem is not None:
+                return deny(
+                    f'this change to agent "{name}" would leave its sub-agent '
+                    f'"{child.metadata.name}" wider than it: {problem}; narrow or retire the '
+                    "sub-agent first, or keep the parent's authority",
+                    "WiderThanParent",
+                    confirm=[*confirm, ("Agent", ns, child.metadata.name)],
+                )
+
     old_refs: set[str] = set()
     if old_body is not None:
         old_refs = {
