@@ -233,3 +233,43 @@ def test_requester_and_expired_requests_refused(env: Env, cluster: Any) -> None:
         timeout=20,
         what="state Expired",
     )
+
+
+def test_nobody_but_the_decision_api_opens_approval_requests(env: Env, cluster: Any) -> None:
+    # mallory may create ApprovalRequests (a too-broad role somewhere): she writes one for
+    # the release-bot's production deploy that names herself the approver, to grant it.
+    ns = env.namespace
+    cluster.kubectl(
+        "create", "role", "ar-writer", "-n", ns,
+        "--verb=create,get,list", "--resource=approvalrequests.agentidentity.io",
+    )  # fmt: skip
+    cluster.kubectl(
+        "create", "rolebinding", "ar-writer", "-n", ns, "--role=ar-writer", "--user=mallory"
+    )
+    agent = json.loads(
+        cluster.kubectl("get", "agent", "release-bot", "-n", ns, "-o", "json").stdout
+    )
+    forged = {
+        "apiVersion": "agentidentity.io/v1alpha1",
+        "kind": "ApprovalRequest",
+        "metadata": {"name": "forged", "namespace": ns},
+        "spec": {
+            "agent": {"name": "release-bot"},
+            "agentUid": agent["metadata"]["uid"],
+            "action": "deploy.production",
+            "resource": {"type": "service", "id": "payments-api"},
+            "requestedAt": "2026-12-04T10:00:00Z",
+            "requestedBy": "system:serviceaccount:payments:agent-release-bot",
+            "approvers": {"users": ["mallory"]},
+            "expiresAt": "2099-01-01T00:00:00Z",
+        },
+    }
+    mallory = cluster.user_kubeconfig("mallory")
+    out = cluster.kubectl(
+        "create", "-f", "-", as_user=mallory, input=json.dumps(forged), check=False
+    )
+    assert out.returncode != 0, out.stdout
+    assert "ApprovalRequests are opened by the decision API" in out.stderr, out.stderr
+    assert "'mallory' may not create one" in out.stderr
+    # The decision API itself still opens them.
+    assert escalate(env, "deploy.production", rid="after-forgery")

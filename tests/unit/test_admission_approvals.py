@@ -90,3 +90,19 @@ def test_an_appended_decision_is_one_audit_record() -> None:
         review_status(req, registry(), NOW, reviewer=lambda *a, **k: Review(True, "", same)).audit
         == []
     )
+
+
+def test_only_the_decision_api_opens_approval_requests() -> None:
+    from agent_identity.admission.approvals import review_creation
+
+    def create(user: str) -> dict[str, Any]:
+        return {"operation": "CREATE", "userInfo": {"username": user, "groups": []}}
+
+    me = "system:serviceaccount:agent-identity-system:agent-identity-admission"
+    assert review_creation(create(me), [me]).allowed
+    d = review_creation(create("mallory"), [me])
+    assert not d.allowed and d.reason == "NotTheDecisionAPI"
+    assert "'mallory' may not create one" in d.message and "kubectl agent approve" in d.message
+    # Not knowing its own identity, the process lets creations through, with a warning.
+    d = review_creation(create("mallory"), [])
+    assert d.allowed and d.warnings and "own identity" in d.warnings[0]

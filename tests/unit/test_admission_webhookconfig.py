@@ -36,7 +36,10 @@ def test_dev_configuration() -> None:
         "enforce-warn.agentidentity.io": "Ignore",
         "enforce-audit.agentidentity.io": "Ignore",
         "resources.agentidentity.io": "Fail",
+        "approval-requests.agentidentity.io": "Fail",
     }
+    creation = vh["approval-requests.agentidentity.io"]["rules"][0]
+    assert (creation["resources"], creation["operations"]) == (["approvalrequests"], ["CREATE"])
     assert vh["agent-sa-pods.agentidentity.io"]["matchConditions"][0]["expression"].endswith(
         "startsWith('agent-')"
     )

@@ -96,3 +96,31 @@ def _decision_records(
             state=status.get("state"),
         )
     ]
+
+
+def review_creation(request: dict[str, Any], system_users: Collection[str]) -> Decision:
+    """Only the decision API opens ApprovalRequests: it fills in who may approve (from the
+    matching ApprovalPolicy) and who asked; a request anyone else wrote could name its own
+    author as the approver. RBAC gives create to the decision API alone; this holds even
+    where a broader role grants it too."""
+    if request.get("operation") != "CREATE":
+        return allow()
+    username, _groups = user_of(request)
+    if not system_users:
+        # The process could not learn its own identity (SelfSubjectReview failed): it cannot
+        # tell its own requests from others', and refusing would stop every escalation.
+        return allow(
+            "IdentityUnknown",
+            warnings=[
+                "agent-identity admission does not know its own identity, so it cannot check "
+                "who opens ApprovalRequests; see its log"
+            ],
+        )
+    if username in system_users:
+        return allow("OpenedByDecisionAPI")
+    return deny(
+        f"ApprovalRequests are opened by the decision API when an agent asks for an action "
+        f"that needs a person (POST /access/v1/evaluation); {username!r} may not create one "
+        "directly: have the agent ask, then approve it with `kubectl agent approve`",
+        "NotTheDecisionAPI",
+    )

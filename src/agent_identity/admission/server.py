@@ -31,6 +31,7 @@ from agent_identity.admission.webhookconfig import (
     PATH_MUTATE_APPROVAL_STATUS,
     PATH_MUTATE_PODS,
     PATH_MUTATE_PROVENANCE,
+    PATH_VALIDATE_APPROVAL_REQUESTS,
     PATH_VALIDATE_PODS,
     PATH_VALIDATE_RESOURCES,
 )
@@ -231,6 +232,11 @@ class Admission:
             return approvals.review_status(r, reg, now, system_users=self.system_users())
 
         route(PATH_MUTATE_APPROVAL_STATUS, "mutate-approval-status", approval_status)
+
+        def approval_creation(r: dict[str, Any], _reg: Registry, _now: datetime) -> Decision:
+            return approvals.review_creation(r, self.system_users())
+
+        route(PATH_VALIDATE_APPROVAL_REQUESTS, "validate-approval-requests", approval_creation)
         add_health_routes(app, self.registry)
         return app
 

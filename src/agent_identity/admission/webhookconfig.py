@@ -52,6 +52,7 @@ PATH_MUTATE_PODS = "/mutate/pods"
 PATH_VALIDATE_RESOURCES = "/validate/resources"
 PATH_MUTATE_PROVENANCE = "/mutate/provenance"
 PATH_MUTATE_APPROVAL_STATUS = "/mutate/approvalrequests-status"
+PATH_VALIDATE_APPROVAL_REQUESTS = "/validate/approvalrequests"
 
 OUR_RESOURCES = ["agents", "authorityscopes", "approvalpolicies"]
 
@@ -202,6 +203,13 @@ def webhook_configurations(
             "resources",
             PATH_VALIDATE_RESOURCES,
             [_our_rule(OUR_RESOURCES, ["CREATE", "UPDATE"])],
+            "Fail",
+        ),
+        # Only the decision API opens ApprovalRequests (it fills in who may approve).
+        hook(
+            "approval-requests",
+            PATH_VALIDATE_APPROVAL_REQUESTS,
+            [_our_rule(["approvalrequests"], ["CREATE"])],
             "Fail",
         ),
     ]
