@@ -46,6 +46,9 @@ spec:
     - tools: ["data.scan"]
       when: "!has(context.items) || context.items.all(x, x.size() < 100)"
       message: items must be short
+    - tools: ["payments.refund"]
+      when: "!has(context.refunds_frozen) || context.refunds_frozen != true"
+      message: refunds are frozen
 ---
 apiVersion: agentidentity.io/v1alpha1
 kind: AuthorityScope
@@ -858,8 +861,18 @@ def test_allow_deny_and_context(env: Env) -> None:
         "scope/deployer/constraints[0]",
     )
     assert outcome("deploy.service", rprops=prod, context={"change_window": True})[1] == "allow"
+    # one agent, one action, three answers as the context changes: a small refund is
+    # allowed, a large one needs two people (the refunds policy's `when`), and none at all
+    # while refunds are frozen (the scope's constraint, checked before any approval)
     assert outcome("payments.refund", aprops={"amount": 10})[1] == "allow"
     assert outcome("payments.refund", aprops={"amount": 10_000}, rid="r-ctx")[1] == "escalate"
+    frozen = {"refunds_frozen": True}
+    assert outcome("payments.refund", aprops={"amount": 10}, context=frozen) == (
+        False,
+        "deny",
+        "scope/deployer/constraints[2]",
+    )
+    assert outcome("payments.refund", aprops={"amount": 10_000}, context=frozen)[1] == "deny"
     reason = env.evaluate("deploy.service", rprops=prod).json()["context"]["reason"]
     assert 'resource.properties.env="production"' in reason
 
