@@ -7,7 +7,9 @@ The last test stops that cluster and checks the host is as it was before it star
 from __future__ import annotations
 
 import json
+import re
 import shlex
+import subprocess
 import time
 from pathlib import Path
 
@@ -73,6 +75,35 @@ def test_node_is_ready_and_untainted(cluster: TestCluster) -> None:
     addresses = {a["type"]: a["address"] for a in node["status"]["addresses"]}
     assert addresses["InternalIP"] == devnode.BRIDGE_IP
     assert node["status"]["nodeInfo"]["containerRuntimeVersion"].startswith("containerd://")
+
+
+def _listening(pids: set[int]) -> list[tuple[str, str]]:
+    """(process, local address) of every TCP/UDP socket in LISTEN (or bound, for UDP) that
+    one of ``pids`` holds, from `ss`."""
+    out = subprocess.run(
+        ["ss", "-H", "-l", "-n", "-p", "-t", "-u"], capture_output=True, text=True, check=True
+    ).stdout
+    found = []
+    for line in out.splitlines():
+        cols = line.split()
+        users = " ".join(cols[6:])
+        owners = {int(p) for p in re.findall(r"pid=(\d+)", users)}
+        if owners & pids:
+            name = re.search(r'\(\("([^"]+)"', users)
+            found.append((name.group(1) if name else "?", cols[4]))
+    return found
+
+
+def test_nothing_listens_on_an_external_interface(cluster: TestCluster) -> None:
+    # Every process of the local cluster (control plane, node, CoreDNS) listens on loopback
+    # or on the cluster bridge only: nothing is reachable from the machine's network.
+    assert cluster.devcluster is not None
+    pids = set(cluster.devcluster.processes().values())
+    sockets = _listening(pids)
+    assert {name for name, _ in sockets} >= {"kube-apiserver", "etcd", "kubelet"}, sockets
+    allowed = ("127.0.0.1:", "[::1]:", f"{devnode.BRIDGE_IP}:")
+    external = [(n, a) for n, a in sockets if not a.startswith(allowed)]
+    assert external == [], f"listening beyond loopback and the bridge: {external}"
 
 
 def test_a_pod_runs_the_project_image_with_logs_exec_services_and_dns(

@@ -61,6 +61,7 @@ HOST_TOOLS = {
     "iptables-save": "iptables",
     "conntrack": "conntrack",
     "ip": "iproute2",
+    "ss": "iproute2",  # tests check what the node listens on
 }
 # The kubelet sets these kernel tunables at start (protectKernelDefaults: false);
 # kube-proxy may touch the conntrack ones. Saved at start and restored at stop.
