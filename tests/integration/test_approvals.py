@@ -273,3 +273,20 @@ def test_nobody_but_the_decision_api_opens_approval_requests(env: Env, cluster: 
     assert "'mallory' may not create one" in out.stderr
     # The decision API itself still opens them.
     assert escalate(env, "deploy.production", rid="after-forgery")
+
+
+def test_concurrent_escalations_open_one_request(env: Env, cluster: Any) -> None:
+    # Twelve calls at once, as an agent retrying or several gateways would make them: the
+    # request's name is derived from (agent UID, action, resource), so every call creates
+    # or finds the same one; none opens a second.
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        refs = set(
+            pool.map(lambda i: escalate(env, "deploy.production", rid="svc-conc"), range(12))
+        )
+    assert len(refs) == 1, refs
+    listed = cluster.kubectl(
+        "get", "approvalrequests", "-n", env.namespace, "-o", "name"
+    ).stdout.split()
+    assert len(listed) == 1, listed
