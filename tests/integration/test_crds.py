@@ -284,6 +284,11 @@ INVALID: list[tuple[str, dict[str, Any], list[str]]] = [
         ["metadata.name of an Agent must be at most 63"],
     ),
     (
+        "scope-ref-duplicate",
+        _agent({"owner": "t", "scopeRefs": [{"name": "a"}, {"name": "b"}, {"name": "a"}]}),
+        ["spec.scopeRefs[2]", "Duplicate value"],
+    ),
+    (
         "scope-ref-bad-name",
         _agent({"owner": "t", "scopeRefs": [{"name": "Bad_Name"}]}),
         ["spec.scopeRefs[0].name"],
@@ -301,18 +306,44 @@ INVALID: list[tuple[str, dict[str, Any], list[str]]] = [
     ),
     (
         "verbs-star-and-more",
-        _scope({"rules": [{"resources": ["pods"], "verbs": ["*", "get"]}]}),
+        _scope({"rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["*", "get"]}]}),
         ["spec.rules[0]", "'*' already means every verb"],
     ),
     (
         "verbs-empty",
-        _scope({"rules": [{"resources": ["pods"], "verbs": []}]}),
+        _scope({"rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": []}]}),
         ["spec.rules[0].verbs"],
     ),
     (
         "resources-missing",
-        _scope({"rules": [{"verbs": ["get"]}]}),
+        _scope({"rules": [{"apiGroups": [""], "verbs": ["get"]}]}),
         ["spec.rules[0].resources", "Required value"],
+    ),
+    (
+        "api-groups-missing",
+        _scope({"rules": [{"resources": ["pods"], "verbs": ["get"]}]}),
+        ["spec.rules[0].apiGroups", "Required value"],
+    ),
+    (
+        # minItems does not stop the CEL rules, so the message with the fix shows too
+        "api-groups-empty",
+        _scope({"rules": [{"apiGroups": [], "resources": ["pods"], "verbs": ["get"]}]}),
+        ["spec.rules[0].apiGroups", 'use apiGroups: [""] for the core group'],
+    ),
+    (
+        "tools-allow-duplicate",
+        _scope({"tools": {"allow": ["github.pulls.*", "ci.runs.read", "github.pulls.*"]}}),
+        ["spec.tools.allow[2]", "Duplicate value", "github.pulls.*"],
+    ),
+    (
+        "sensitive-duplicate",
+        _scope({"sensitive": ["deploy.production", "deploy.production"]}),
+        ["spec.sensitive[1]", "Duplicate value"],
+    ),
+    (
+        "constraint-tools-duplicate",
+        _scope({"constraints": [{"tools": ["deploy.*", "deploy.*"], "when": "true"}]}),
+        ["spec.constraints[0].tools[1]", "Duplicate value"],
     ),
     (
         "cidr-and-selector",
@@ -339,6 +370,36 @@ INVALID: list[tuple[str, dict[str, Any], list[str]]] = [
         "no-approvers",
         _policy({"match": _ACT, "approvers": {}}),
         ["spec.approvers: name at least one user or group"],
+    ),
+    (
+        "approvers-users-duplicate",
+        _policy({"match": _ACT, "approvers": {"users": ["alice", "alice"]}}),
+        ["spec.approvers.users[1]", "Duplicate value", "alice"],
+    ),
+    (
+        "approvers-groups-duplicate",
+        _policy({"match": _ACT, "approvers": {"groups": ["sre", "sre"]}}),
+        ["spec.approvers.groups[1]", "Duplicate value", "sre"],
+    ),
+    (
+        "match-actions-duplicate",
+        _policy(
+            {
+                "match": {"actions": ["deploy.production", "deploy.production"]},
+                "approvers": {"groups": ["sre"]},
+            }
+        ),
+        ["spec.match.actions[1]", "Duplicate value"],
+    ),
+    (
+        "match-scopes-duplicate",
+        _policy(
+            {
+                "match": {**_ACT, "scopes": ["deployer", "deployer"]},
+                "approvers": {"groups": ["sre"]},
+            }
+        ),
+        ["spec.match.scopes[1]", "Duplicate value"],
     ),
     (
         "no-actions",

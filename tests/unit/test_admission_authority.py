@@ -2,7 +2,12 @@ from __future__ import annotations
 
 import pytest
 
-from agent_identity.admission.authority import egress_rule_covers, overlaps, rule_covers
+from agent_identity.admission.authority import (
+    egress_rule_covers,
+    expand_rule,
+    overlaps,
+    rule_covers,
+)
 from agent_identity.api import EgressRule, PolicyRule
 
 
@@ -33,6 +38,20 @@ def test_rule_covers_wildcards_and_names() -> None:
     )
     assert rule_covers(named, ("", "configmaps", "get", "a"))
     assert not rule_covers(named, ("", "configmaps", "get", ""))  # unnamed means every name
+
+
+def test_rule_groups_are_taken_as_written() -> None:
+    # apiGroups is never empty (the model and the CRD require one): "" is the core group and
+    # is never implied by another group.
+    both = PolicyRule(api_groups=["", "apps"], resources=["deployments"], verbs=["get"])
+    assert expand_rule(both) == [
+        ("", "deployments", "get", ""),
+        ("apps", "deployments", "get", ""),
+    ]
+    apps = PolicyRule(api_groups=["apps"], resources=["deployments"], verbs=["get"])
+    assert expand_rule(apps) == [("apps", "deployments", "get", "")]
+    assert not rule_covers(apps, ("", "deployments", "get", ""))
+    assert rule_covers(both, ("", "deployments", "get", ""))
 
 
 def test_egress_cover() -> None:

@@ -131,6 +131,16 @@ def test_generated_objects_round_trip(body: dict[str, Any]) -> None:
 
 _AGENT = {"metadata": {"name": "a"}}
 _SOON = "2030-01-01T00:00:00Z"
+_REQUEST = {
+    "agent": {"name": "release-bot"},
+    "agentUid": "0d6c5d3e-1b7a-4c1e-9a55-2f5a6b7c8d9e",
+    "action": "deploy.production",
+    "resource": {"type": "service", "id": "payments-api"},
+    "requestedAt": "2026-01-01T10:00:00Z",
+    "requestedBy": "system:serviceaccount:payments:release-bot",
+    "approvers": {"groups": ["sre-leads"]},
+    "expiresAt": "2026-01-01T11:00:00Z",
+}
 
 # (id, model, failing input, passing input, text the failure must contain)
 VALIDATORS: list[tuple[str, Any, dict[str, Any], dict[str, Any], str]] = [
@@ -182,30 +192,73 @@ VALIDATORS: list[tuple[str, Any, dict[str, Any], dict[str, Any], str]] = [
     (
         "verbs-star-alone",
         PolicyRule,
-        {"resources": ["pods"], "verbs": ["*", "get"]},
-        {"resources": ["pods"], "verbs": ["*"]},
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["*", "get"]},
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["*"]},
         "'*' already means every verb",
     ),
     (
         "verbs-empty-list",
         PolicyRule,
-        {"resources": ["pods"], "verbs": []},
-        {"resources": ["pods"], "verbs": ["get"]},
-        "verbs",
+        {"apiGroups": [""], "resources": ["pods"], "verbs": []},
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]},
+        "rules[].verbs must name at least one verb",
+    ),
+    (
+        "verbs-missing",
+        PolicyRule,
+        {"apiGroups": [""], "resources": ["pods"]},
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]},
+        "rules[].verbs must name at least one verb",
     ),
     (
         "verbs-empty-string",
         PolicyRule,
-        {"resources": ["pods"], "verbs": [""]},
-        {"resources": ["pods"], "verbs": ["get"]},
+        {"apiGroups": [""], "resources": ["pods"], "verbs": [""]},
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]},
         "verbs",
     ),
     (
         "resources-empty-string",
         PolicyRule,
-        {"resources": [""], "verbs": ["get"]},
-        {"resources": ["pods/log"], "verbs": ["get"]},
+        {"apiGroups": [""], "resources": [""], "verbs": ["get"]},
+        {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
         "resources",
+    ),
+    (
+        "resources-missing",
+        PolicyRule,
+        {"apiGroups": ["apps"], "verbs": ["get"]},
+        {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get"]},
+        "rules[].resources must name at least one resource",
+    ),
+    (
+        "api-groups-missing",
+        PolicyRule,
+        {"resources": ["pods"], "verbs": ["get"]},
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]},
+        'rules[].apiGroups must name at least one API group; use apiGroups: [""] for the core '
+        "group",
+    ),
+    (
+        "api-groups-empty",
+        PolicyRule,
+        {"apiGroups": [], "resources": ["deployments"], "verbs": ["get"]},
+        {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get"]},
+        'use apiGroups: [""] for the core group',
+    ),
+    (
+        "api-groups-null",
+        PolicyRule,
+        {"apiGroups": None, "resources": ["pods"], "verbs": ["get"]},
+        {"api_groups": ["", "apps"], "resources": ["pods"], "verbs": ["get"]},
+        'use apiGroups: [""] for the core group',
+    ),
+    (
+        "scope-rule-without-api-groups",
+        AuthorityScope,
+        {"spec": {"rules": [{"resources": ["configmaps"], "verbs": ["get"]}]}},
+        {"spec": {"rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}]}},
+        'rules[].apiGroups must name at least one API group; use apiGroups: [""]',
     ),
     (
         "peer-cidr-and-selector",
@@ -313,6 +366,113 @@ VALIDATORS: list[tuple[str, Any, dict[str, Any], dict[str, Any], str]] = [
         "spec.approvers: name at least one user or group",
     ),
     (
+        "scope-ref-duplicate",
+        Agent,
+        {**_AGENT, "spec": {"owner": "t", "scopeRefs": [{"name": n} for n in ("a", "b", "a")]}},
+        {**_AGENT, "spec": {"owner": "t", "scopeRefs": [{"name": "a"}, {"name": "b"}]}},
+        "spec.scopeRefs lists AuthorityScope 'a' more than once; remove the duplicate",
+    ),
+    (
+        "tools-allow-duplicate",
+        AuthorityScope,
+        {"spec": {"tools": {"allow": ["github.pulls.*", "ci.runs.read", "github.pulls.*"]}}},
+        {"spec": {"tools": {"allow": ["github.pulls.*", "ci.runs.read"]}}},
+        "spec.tools.allow lists 'github.pulls.*' more than once",
+    ),
+    (
+        "tools-deny-duplicate",
+        AuthorityScope,
+        {"spec": {"tools": {"deny": ["github.admin.**", "github.admin.**"]}}},
+        {"spec": {"tools": {"deny": ["github.admin.**"], "allow": ["github.admin.**"]}}},
+        "spec.tools.deny lists 'github.admin.**' more than once",
+    ),
+    (
+        "sensitive-duplicate",
+        AuthorityScope,
+        {"spec": {"sensitive": ["deploy.production", "deploy.production"]}},
+        {"spec": {"sensitive": ["deploy.production", "deploy.staging"]}},
+        "spec.sensitive lists 'deploy.production' more than once",
+    ),
+    (
+        "constraint-tools-duplicate",
+        AuthorityScope,
+        {"spec": {"constraints": [{"tools": ["deploy.*", "deploy.*"], "when": "true"}]}},
+        {"spec": {"constraints": [{"tools": ["deploy.*"], "when": "true"}]}},
+        "spec.constraints[].tools lists 'deploy.*' more than once",
+    ),
+    (
+        "match-actions-duplicate",
+        ApprovalPolicy,
+        {"spec": {"match": {"actions": ["a.b", "a.b"]}, "approvers": {"groups": ["g"]}}},
+        {"spec": {"match": {"actions": ["a.b", "a.*"]}, "approvers": {"groups": ["g"]}}},
+        "spec.match.actions lists 'a.b' more than once",
+    ),
+    (
+        "match-scopes-duplicate",
+        ApprovalPolicy,
+        {
+            "spec": {
+                "match": {"actions": ["a"], "scopes": ["deployer", "deployer"]},
+                "approvers": {"groups": ["g"]},
+            }
+        },
+        {
+            "spec": {
+                "match": {"actions": ["a"], "scopes": ["deployer", "analyst"]},
+                "approvers": {"groups": ["g"]},
+            }
+        },
+        "spec.match.scopes lists 'deployer' more than once",
+    ),
+    (
+        "approvers-users-duplicate",
+        ApprovalPolicy,
+        {"spec": {"match": {"actions": ["a"]}, "approvers": {"users": ["alice", "alice"]}}},
+        {"spec": {"match": {"actions": ["a"]}, "approvers": {"users": ["alice", "bob"]}}},
+        "spec.approvers.users lists 'alice' more than once",
+    ),
+    (
+        # a repeated user must not count twice towards the quorum either
+        "approvers-users-duplicate-quorum",
+        ApprovalPolicy,
+        {
+            "spec": {
+                "match": {"actions": ["a"]},
+                "approvers": {"users": ["alice", "alice"]},
+                "minApprovals": 2,
+            }
+        },
+        {
+            "spec": {
+                "match": {"actions": ["a"]},
+                "approvers": {"users": ["alice", "bob"]},
+                "minApprovals": 2,
+            }
+        },
+        "spec.approvers.users lists 'alice' more than once",
+    ),
+    (
+        "approvers-groups-duplicate",
+        ApprovalPolicy,
+        {"spec": {"match": {"actions": ["a"]}, "approvers": {"groups": ["sre", "sre"]}}},
+        {"spec": {"match": {"actions": ["a"]}, "approvers": {"users": ["sre"], "groups": ["sre"]}}},
+        "spec.approvers.groups lists 'sre' more than once",
+    ),
+    (
+        "request-approvers-duplicate",
+        ApprovalRequest,
+        {"spec": {**_REQUEST, "approvers": {"groups": ["sre", "sre"]}}},
+        {"spec": {**_REQUEST, "approvers": {"groups": ["sre"]}}},
+        "spec.approvers.groups lists 'sre' more than once",
+    ),
+    (
+        "request-policies-duplicate",
+        ApprovalRequest,
+        {"spec": {**_REQUEST, "policies": ["prod-deploys", "prod-deploys"]}},
+        {"spec": {**_REQUEST, "policies": ["prod-deploys", "large-refunds"]}},
+        "spec.policies lists 'prod-deploys' more than once",
+    ),
+    (
         "policy-no-actions",
         ApprovalPolicy,
         {"spec": {"match": {"actions": []}, "approvers": {"groups": ["g"]}}},
@@ -330,6 +490,40 @@ def test_validator(model: Any, bad: dict[str, Any], good: dict[str, Any], text: 
         model.model_validate(bad)
     assert text in str(caught.value)
     model.model_validate(good)
+
+
+def test_rule_lists_are_all_named_where_they_are_missing() -> None:
+    """Each rule says which of apiGroups, resources and verbs it lacks, at its own index."""
+    with pytest.raises(ValidationError) as caught:
+        AuthorityScope.parse(
+            {
+                "spec": {
+                    "rules": [
+                        {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get"]},
+                        {"apiGroups": ["apps"]},
+                        {},
+                    ]
+                }
+            }
+        )
+    errors = {e["loc"]: e["msg"] for e in caught.value.errors()}
+    assert set(errors) == {("spec", "rules", 1), ("spec", "rules", 2)}
+    assert "resources" in errors["spec", "rules", 1] and "verbs" in errors["spec", "rules", 1]
+    assert "apiGroups" not in errors["spec", "rules", 1]
+    for name in ("apiGroups", "resources", "verbs"):
+        assert f"rules[].{name} must name at least one" in errors["spec", "rules", 2]
+
+
+def test_duplicates_are_named_with_the_field() -> None:
+    with pytest.raises(ValidationError) as caught:
+        Agent.parse({**_AGENT, "spec": {"owner": "t", "scopeRefs": [{"name": "x"}] * 2}})
+    (error,) = caught.value.errors()
+    assert error["loc"] == ("spec", "scopeRefs")
+    assert "spec.scopeRefs lists AuthorityScope 'x' more than once" in error["msg"]
+    # the same item twice in different lists is fine: only repeats within one list count
+    AuthorityScope.parse(
+        {"spec": {"tools": {"allow": ["a.*"], "deny": ["a.*"]}, "sensitive": ["a.*"]}}
+    )
 
 
 # ---------------------------------------------------------------------------- patterns

@@ -147,6 +147,64 @@ def test_other_kinds_schema_details() -> None:
     assert policy_spec["properties"]["grantSeconds"]["default"] == 900
 
 
+# Lists the API server keeps as sets or maps: duplicates are refused there (and by the
+# models' validators, see test_api_models), and server-side apply merges them item by item.
+LIST_TYPES = {
+    ("Agent", ".spec.scopeRefs"): ("map", ["name"]),
+    ("AuthorityScope", ".spec.tools.allow"): ("set", None),
+    ("AuthorityScope", ".spec.tools.deny"): ("set", None),
+    ("AuthorityScope", ".spec.sensitive"): ("set", None),
+    ("AuthorityScope", ".spec.constraints[].tools"): ("set", None),
+    ("ApprovalPolicy", ".spec.match.actions"): ("set", None),
+    ("ApprovalPolicy", ".spec.match.scopes"): ("set", None),
+    ("ApprovalPolicy", ".spec.approvers.users"): ("set", None),
+    ("ApprovalPolicy", ".spec.approvers.groups"): ("set", None),
+    ("ApprovalRequest", ".spec.policies"): ("set", None),
+    ("ApprovalRequest", ".spec.approvers.users"): ("set", None),
+    ("ApprovalRequest", ".spec.approvers.groups"): ("set", None),
+    **{(kind, ".status.conditions"): ("map", ["type"]) for kind in MODELS},
+}
+
+
+def test_list_types() -> None:
+    found = {
+        (kind, path): (node["x-kubernetes-list-type"], node.get("x-kubernetes-list-map-keys"))
+        for kind, schema in SCHEMAS.items()
+        for path, node in _walk(schema)
+        if "x-kubernetes-list-type" in node
+    }
+    assert found == LIST_TYPES
+    for (kind, path), (list_type, keys) in found.items():
+        node = dict(_walk(SCHEMAS[kind]))[path]
+        assert node["type"] == "array", (kind, path)
+        items = node["items"]
+        if list_type == "set":
+            # the API server accepts a set of scalars only
+            assert items["type"] in ("string", "integer", "number", "boolean"), (kind, path)
+        else:
+            # a map list's keys must be required (or defaulted) scalar properties of its items
+            assert items["type"] == "object", (kind, path)
+            for key in keys or []:
+                assert key in items.get("required", []), (kind, path, key)
+                assert items["properties"][key]["type"] == "string", (kind, path, key)
+    # uniqueItems is not allowed in a structural schema: duplicates are the list type's job
+    for kind, schema in SCHEMAS.items():
+        assert all(not node.get("uniqueItems") for _, node in _walk(schema)), kind
+
+
+def test_policy_rule_needs_api_groups_resources_and_verbs() -> None:
+    rule = SCHEMAS["AuthorityScope"]["properties"]["spec"]["properties"]["rules"]["items"]
+    assert rule["required"] == ["apiGroups", "resources", "verbs"]
+    for name in ("apiGroups", "resources", "verbs"):
+        assert rule["properties"][name]["minItems"] == 1, name
+    assert rule["properties"]["apiGroups"]["items"] == {"type": "string", "maxLength": 253}
+    assert "minItems" not in rule["properties"]["resourceNames"]
+    # The rule the API server shows for an empty apiGroups carries the fix, like the model's.
+    (api_groups_rule,) = [r for r in rule["x-kubernetes-validations"] if "apiGroups" in r["rule"]]
+    assert api_groups_rule["rule"] == "self.apiGroups.size() > 0"
+    assert 'use apiGroups: [""] for the core group' in api_groups_rule["message"]
+
+
 def test_every_model_rule_reaches_the_crd() -> None:
     """Each CEL rule declared on a model or field appears in the generated CRDs."""
     declared: set[str] = set()
@@ -261,6 +319,15 @@ def test_schema_rejects_what_the_models_reject() -> None:
         ("Agent", {}),
         ("AuthorityScope", {"spec": {"tools": {"allow": ["GitHub.*"]}}}),
         ("AuthorityScope", {"spec": {"rules": [{"resources": ["pods"], "verbs": []}]}}),
+        ("AuthorityScope", {"spec": {"rules": [{"resources": ["pods"], "verbs": ["get"]}]}}),
+        (
+            "AuthorityScope",
+            {"spec": {"rules": [{"apiGroups": [], "resources": ["pods"], "verbs": ["get"]}]}},
+        ),
+        (
+            "AuthorityScope",
+            {"spec": {"rules": [{"apiGroups": [""], "resources": [], "verbs": ["get"]}]}},
+        ),
         ("ApprovalPolicy", {"spec": {"match": {"actions": []}, "approvers": {"users": ["a"]}}}),
     ]
     for kind, body in bad:

@@ -30,7 +30,10 @@ WHENS = (
     "action.properties.amount > 10",
 )
 constraints = st.fixed_dictionaries(
-    {"tools": st.lists(patterns, min_size=1, max_size=2), "when": st.sampled_from(WHENS)}
+    {
+        "tools": st.lists(patterns, min_size=1, max_size=2, unique=True),
+        "when": st.sampled_from(WHENS),
+    }
 )
 contexts = st.fixed_dictionaries({}, optional={"flag": st.booleans()})
 rprops = st.fixed_dictionaries({}, optional={"env": st.sampled_from(["production", "dev"])})
@@ -55,11 +58,11 @@ scope_specs = st.fixed_dictionaries(
     {
         "tools": st.fixed_dictionaries(
             {
-                "allow": st.lists(patterns, max_size=4),
-                "deny": st.lists(patterns, max_size=3),
+                "allow": st.lists(patterns, max_size=4, unique=True),
+                "deny": st.lists(patterns, max_size=3, unique=True),
             }
         ),
-        "sensitive": st.lists(patterns, max_size=2),
+        "sensitive": st.lists(patterns, max_size=2, unique=True),
         "constraints": st.lists(constraints, max_size=2),
     }
 )
@@ -71,7 +74,7 @@ policy_sets = st.lists(
                 "spec": {"match": {"actions": acts}, "approvers": {"users": [who]}},
             }
         ),
-        st.lists(patterns, min_size=1, max_size=2),
+        st.lists(patterns, min_size=1, max_size=2, unique=True),
         st.sampled_from(["alice", "bob"]),
     ),
     max_size=2,

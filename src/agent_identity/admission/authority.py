@@ -22,10 +22,10 @@ RuleTuple = tuple[str, str, str, str]
 
 
 def expand_rule(rule: PolicyRule) -> list[RuleTuple]:
-    groups = rule.api_groups or [""]
     names = rule.resource_names or [""]
     return [
-        (g, r, v, n) for g, r, v, n in itertools.product(groups, rule.resources, rule.verbs, names)
+        (g, r, v, n)
+        for g, r, v, n in itertools.product(rule.api_groups, rule.resources, rule.verbs, names)
     ]
 
 
@@ -41,7 +41,7 @@ def _resource_matches(rule_resource: str, resource: str) -> bool:
 def rule_covers(rule: PolicyRule, wanted: RuleTuple) -> bool:
     group, resource, verb, name = wanted
     return (
-        ("*" in rule.api_groups or group in (rule.api_groups or [""]))
+        ("*" in rule.api_groups or group in rule.api_groups)
         and any(_resource_matches(r, resource) for r in rule.resources)
         and ("*" in rule.verbs or verb in rule.verbs)
         and (not rule.resource_names or (name != "" and name in rule.resource_names))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import re
 from datetime import datetime
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic.config import JsonDict
@@ -21,6 +21,8 @@ from agent_identity.api.common import (
     ObjectMeta,
     Phase,
     cel,
+    map_list,
+    unique_items,
 )
 
 MAX_AGENT_NAME = 63  # Agent names become label values on their children.
@@ -183,10 +185,15 @@ class AgentSpec(Model):
     platform: Platform = Field(
         default_factory=Platform, description="Where the agent runs (default kubernetes)."
     )
-    scope_refs: list[LocalObjectReference] = Field(
+    scope_refs: Annotated[
+        list[LocalObjectReference],
+        unique_items("spec.scopeRefs", key=lambda ref: ref.name, what="AuthorityScope "),
+    ] = Field(
         default_factory=list,
         max_length=32,
-        description="AuthorityScopes (same namespace) whose authority the agent holds.",
+        description="AuthorityScopes (same namespace) whose authority the agent holds; each "
+        "name once.",
+        json_schema_extra=map_list("name"),
     )
     parent_ref: LocalObjectReference | None = Field(
         default=None,

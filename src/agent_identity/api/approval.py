@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 from pydantic.config import JsonDict
@@ -12,6 +12,7 @@ from pydantic.config import JsonDict
 from agent_identity import API_VERSION
 from agent_identity.api.common import (
     CEL_RULES,
+    SET_LIST,
     Condition,
     LabelSelector,
     LocalObjectReference,
@@ -19,6 +20,7 @@ from agent_identity.api.common import (
     ObjectMeta,
     ToolPattern,
     cel,
+    unique_items,
 )
 
 DEFAULT_MIN_APPROVALS = 1
@@ -29,16 +31,20 @@ DEFAULT_GRANT_SECONDS = 900
 class ApprovalMatch(Model):
     """Which requests a policy applies to; every set field must match."""
 
-    actions: list[ToolPattern] = Field(
-        min_length=1, max_length=256, description="Patterns of the actions that need approval."
+    actions: Annotated[list[ToolPattern], unique_items("spec.match.actions")] = Field(
+        min_length=1,
+        max_length=256,
+        description="Patterns of the actions that need approval.",
+        json_schema_extra=SET_LIST,
     )
     agent_selector: LabelSelector | None = Field(
         default=None, description="Agents by label; empty or absent matches every agent."
     )
-    scopes: list[str] = Field(
+    scopes: Annotated[list[str], unique_items("spec.match.scopes")] = Field(
         default_factory=list,
         max_length=32,
         description="Only agents bound to one of these AuthorityScopes; empty matches any.",
+        json_schema_extra=SET_LIST,
     )
     when: str | None = Field(
         default=None,
@@ -64,11 +70,17 @@ class Approvers(Model):
         }
     }
 
-    users: list[str] = Field(
-        default_factory=list, max_length=64, description="Kubernetes user names."
+    users: Annotated[list[str], unique_items("spec.approvers.users")] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Kubernetes user names.",
+        json_schema_extra=SET_LIST,
     )
-    groups: list[str] = Field(
-        default_factory=list, max_length=64, description="Kubernetes group names."
+    groups: Annotated[list[str], unique_items("spec.approvers.groups")] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Kubernetes group names.",
+        json_schema_extra=SET_LIST,
     )
 
     @model_validator(mode="after")
@@ -205,8 +217,11 @@ class ApprovalRequestSpec(Model):
     )
     requested_at: datetime = Field(description="When it was first asked.")
     requested_by: str = Field(description="The authenticated caller that asked.")
-    policies: list[str] = Field(
-        default_factory=list, max_length=64, description="Matching ApprovalPolicies."
+    policies: Annotated[list[str], unique_items("spec.policies")] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Matching ApprovalPolicies.",
+        json_schema_extra=SET_LIST,
     )
     approvers: Approvers = Field(description="Who may decide (union of the matching policies).")
     min_approvals: int = Field(default=DEFAULT_MIN_APPROVALS, ge=1, description="Quorum.")

@@ -9,6 +9,7 @@ the pydantic validators beside them, so the API server and our code agree.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable, Hashable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -33,6 +34,41 @@ DECISIONS_CA_ENV = "AGENT_IDENTITY_DECISIONS_CA"
 OPERATOR_ACTOR = "system:agent-identity-operator"
 
 CEL_RULES = "x-kubernetes-validations"
+LIST_TYPE = "x-kubernetes-list-type"
+LIST_MAP_KEYS = "x-kubernetes-list-map-keys"
+
+# A list of scalars the API server keeps as a set (duplicates refused, server-side apply
+# merges items); pair it with ``unique_items`` so our code refuses the same lists.
+SET_LIST: JsonDict = {LIST_TYPE: "set"}
+
+
+def map_list(*keys: str) -> JsonDict:
+    """A list of objects the API server keys by ``keys`` (duplicates refused, items merged)."""
+    return {LIST_TYPE: "map", LIST_MAP_KEYS: list(keys)}
+
+
+def unique_items(
+    field: str, key: Callable[[Any], Hashable] | None = None, what: str = ""
+) -> AfterValidator:
+    """A validator refusing a list that repeats an item (by ``key``, if given).
+
+    The same check the API server makes for ``x-kubernetes-list-type: set`` (or ``map``
+    by its keys), so the webhook and the reconciler refuse what the API server refuses;
+    the message names the field and the repeated value.
+    """
+
+    def check(values: list[Any]) -> list[Any]:
+        seen: set[Hashable] = set()
+        for value in values:
+            ident: Hashable = key(value) if key is not None else value
+            if ident in seen:
+                raise ValueError(
+                    f"{field} lists {what}{ident!r} more than once; remove the duplicate"
+                )
+            seen.add(ident)
+        return values
+
+    return AfterValidator(check)
 
 
 def cel(rule: str, message: str, field_path: str | None = None) -> JsonDict:

@@ -12,12 +12,14 @@ from agent_identity import API_VERSION
 from agent_identity.api.agent import MAX_TOKEN_TTL, MIN_TOKEN_TTL
 from agent_identity.api.common import (
     CEL_RULES,
+    SET_LIST,
     Condition,
     LabelSelector,
     Model,
     ObjectMeta,
     ToolPattern,
     cel,
+    unique_items,
 )
 
 DEFAULT_MAX_TOKEN_TTL = 3600
@@ -40,24 +42,47 @@ NonEmptyRuleItem = Annotated[str, Field(min_length=1, max_length=253)]
 CIDR_MAX = 64  # the longest IPv6 CIDR is 43 characters
 
 
+API_GROUPS_HELP = (
+    'rules[].apiGroups must name at least one API group; use apiGroups: [""] for the core '
+    "group (pods, configmaps, secrets...)"
+)
+RESOURCES_HELP = (
+    "rules[].resources must name at least one resource, e.g. resources: [deployments] or [pods/log]"
+)
+VERBS_HELP = "rules[].verbs must name at least one verb, e.g. verbs: [get, list]"
+# wire name, Python name, message: the lists Kubernetes needs in every Role rule
+_RULE_LISTS = (
+    ("apiGroups", "api_groups", API_GROUPS_HELP),
+    ("resources", "resources", RESOURCES_HELP),
+    ("verbs", "verbs", VERBS_HELP),
+)
+
+
 class PolicyRule(Model):
-    """A Kubernetes RBAC PolicyRule, granted in the agent's namespace through a Role."""
+    """A Kubernetes RBAC PolicyRule, granted in the agent's namespace through a Role.
+
+    apiGroups, resources and verbs each need at least one item: Kubernetes refuses a Role
+    rule without an API group, and the core group is spelled "".
+    """
 
     model_config = {
         "json_schema_extra": {
             CEL_RULES: [
+                # The schema's minItems says the same; this adds the fix to the message.
+                cel("self.apiGroups.size() > 0", API_GROUPS_HELP),
                 cel(
                     "self.verbs.all(v, v != '*' || self.verbs.size() == 1)",
                     "rules[].verbs: '*' already means every verb; list it alone",
-                )
+                ),
             ]
         }
     }
 
     api_groups: list[RuleItem] = Field(
-        default_factory=list,
+        min_length=1,
         max_length=32,
-        description='API groups of the resources; "" is the core group.',
+        description='API groups of the resources, at least one; "" is the core group '
+        '(apiGroups: [""] for pods, configmaps, secrets...).',
     )
     resources: list[NonEmptyRuleItem] = Field(
         min_length=1,
@@ -72,6 +97,20 @@ class PolicyRule(Model):
     resource_names: list[RuleItem] = Field(
         default_factory=list, max_length=64, description="Optional allow-list of object names."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lists_named(cls, data: Any) -> Any:
+        """A missing or empty apiGroups, resources or verbs, with how to fix it."""
+        if isinstance(data, dict):
+            problems = []
+            for wire, python, help_ in _RULE_LISTS:
+                value = data.get(wire, data.get(python))
+                if value is None or (isinstance(value, list | tuple) and not value):
+                    problems.append(help_)
+            if problems:
+                raise ValueError("; ".join(problems))
+        return data
 
     @field_validator("verbs")
     @classmethod
@@ -93,23 +132,28 @@ class PolicyRule(Model):
 class ToolRules(Model):
     """Tool/action patterns: deny always wins over allow."""
 
-    allow: list[ToolPattern] = Field(
+    allow: Annotated[list[ToolPattern], unique_items("spec.tools.allow")] = Field(
         default_factory=list,
         max_length=256,
         description="Patterns of actions the agent may take, e.g. github.pulls.*.",
+        json_schema_extra=SET_LIST,
     )
-    deny: list[ToolPattern] = Field(
+    deny: Annotated[list[ToolPattern], unique_items("spec.tools.deny")] = Field(
         default_factory=list,
         max_length=256,
         description="Patterns of actions that are always denied, e.g. github.admin.**.",
+        json_schema_extra=SET_LIST,
     )
 
 
 class Constraint(Model):
     """A CEL condition that must hold for the named tools to be allowed."""
 
-    tools: list[ToolPattern] = Field(
-        min_length=1, max_length=64, description="Patterns of the actions this constraint guards."
+    tools: Annotated[list[ToolPattern], unique_items("spec.constraints[].tools")] = Field(
+        min_length=1,
+        max_length=64,
+        description="Patterns of the actions this constraint guards.",
+        json_schema_extra=SET_LIST,
     )
     when: str = Field(
         min_length=1,
@@ -278,10 +322,11 @@ class AuthorityScopeSpec(Model):
         default_factory=list, max_length=64, description="Kubernetes RBAC rules, via a Role."
     )
     tools: ToolRules = Field(default_factory=ToolRules, description="Tool allow/deny patterns.")
-    sensitive: list[ToolPattern] = Field(
+    sensitive: Annotated[list[ToolPattern], unique_items("spec.sensitive")] = Field(
         default_factory=list,
         max_length=256,
         description="Actions allowed only with a live approval, e.g. deploy.production.",
+        json_schema_extra=SET_LIST,
     )
     constraints: list[Constraint] = Field(
         default_factory=list,
