@@ -14,6 +14,7 @@ Fixtures: `cluster` (session) and `namespace` (per test, unique, deleted afterwa
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import secrets
 import shutil
@@ -88,8 +89,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     config.stash[NEEDS_NODE] = needs_node
     # Build before any test runs, so a first-time build (~11 min) is not charged to
     # one test's timeout; a run of unit tests alone never builds.
-    if selected and _mode(config) == "local" and not is_built(node=needs_node):
-        ensure_built(progress=True, node=needs_node)
+    if selected and _mode(config) == "local":
+        if not is_built(node=needs_node):
+            ensure_built(progress=True, node=needs_node)
+        # helm (~4 min) for the chart tests, and, for the node, the project image (~1.5 min),
+        # which `devcluster up` then imports: built here, not inside one test's timeout.
+        from agent_identity.devcluster import helm as helmlib
+
+        helmlib.ensure_helm(progress=True)
+        if needs_node and os.geteuid() == 0:
+            from agent_identity.devcluster import image as imagelib
+
+            imagelib.ensure_image()
 
 
 # Measurements the closing notes quote (times, counts): each test reports its own with
