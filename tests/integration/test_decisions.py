@@ -894,9 +894,13 @@ def test_pathological_expression_is_stopped_and_api_keeps_serving(env: Env, clus
     body = resp.json()
     assert resp.status_code == 200 and body["decision"] is False
     assert body["context"]["rule"] == "scope/deployer/constraints[1]"
-    assert "at most 256" in body["context"]["reason"]
+    assert "per-evaluation limit" in body["context"]["reason"]
+    assert "context.items (100000 entries)" in body["context"]["reason"]
     assert elapsed < 5
     assert env.evaluate("data.scan", context={"items": ["a", "b"]}).json()["decision"] is True
+    # A large input the expression does not read costs nothing: allowed.
+    unrelated = {"items": ["a", "b"], "audit_trail": ["x"] * 200_000}
+    assert env.evaluate("data.scan", context=unrelated).json()["decision"] is True
     assert env.evaluate("ci.runs.read").json()["decision"] is True
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from agent_identity.api import Agent, ApprovalPolicy, ApprovalRequest, AuthorityScope
+from agent_identity.authz.cel import MAX_EVALUATION_COST, EvaluationLimit
 from agent_identity.authz.engine import (
     Candidate,
     Outcome,
@@ -658,3 +660,75 @@ def test_search_subjects() -> None:
     retired = Candidate(agent(name="c", state="Retired"), [scope(**BASE)], [])
     found = search_subjects([allowed, denied, retired], req(), NOW)
     assert [a.metadata.name for a, _ in found] == ["a"]
+
+
+# the per-evaluation CEL limit ---------------------------------------------------------
+
+PATHOLOGICAL = "context.xs.all(a, context.xs.all(b, context.xs.all(c, true)))"
+LIMITED = {
+    "tools": {"allow": ["github.pulls.*"]},
+    "constraints": [
+        {"tools": ["github.pulls.*"], "when": PATHOLOGICAL, "message": "every triple checks"}
+    ],
+}
+
+
+def test_pathological_constraint_is_stopped_within_its_limit_and_denies() -> None:
+    request = req(context={"xs": list(range(3000))})  # 27 billion iterations if it ran
+    start = time.perf_counter()
+    decision = decide(agent(), [scope(**LIMITED)], [], [], request, NOW)
+    elapsed = time.perf_counter() - start
+    assert elapsed < 0.5, f"the decision took {elapsed:.3f} s"
+    assert decision.outcome == Outcome.DENY
+    assert decision.rule == "scope/s/constraints[0]"
+    assert "could not be evaluated" in decision.reason
+    assert PATHOLOGICAL in decision.reason
+    assert f"per-evaluation limit of {MAX_EVALUATION_COST}" in decision.reason
+    assert "context.xs (3000 entries)" in decision.reason
+
+
+def test_same_constraint_allows_on_a_small_input() -> None:
+    decision = decide(agent(), [scope(**LIMITED)], [], [], req(context={"xs": [1, 2, 3]}), NOW)
+    assert decision.outcome == Outcome.ALLOW
+
+
+def test_large_unrelated_context_list_is_still_allowed() -> None:
+    request = req(
+        "deploy.svc",
+        rprops={"env": "production"},
+        context={"change_window": True, "audit_trail": list(range(100_000))},
+    )
+    start = time.perf_counter()
+    decision = decide(agent(), [scope(**DEPLOY)], [], [], request, NOW)
+    assert time.perf_counter() - start < 0.5
+    assert decision.outcome == Outcome.ALLOW, decision.reason
+
+
+def test_limit_is_passed_in() -> None:
+    request = req(context={"xs": list(range(10))})
+    assert decide(agent(), [scope(**LIMITED)], [], [], request, NOW).allowed
+    tight = decide(
+        agent(), [scope(**LIMITED)], [], [], request, NOW, limit=EvaluationLimit(max_cost=100)
+    )
+    assert tight.outcome == Outcome.DENY
+    assert "per-evaluation limit of 100" in tight.reason
+    found = search_actions(
+        agent(),
+        [scope(**LIMITED)],
+        [],
+        [],
+        request,
+        NOW,
+        limit=EvaluationLimit(max_cost=100),
+    )
+    assert found == []
+
+
+def test_policy_condition_over_the_limit_denies() -> None:
+    pol = policy(match={"actions": ["github.pulls.*"], "when": PATHOLOGICAL})
+    request = req(context={"xs": list(range(3000))})
+    decision = decide(agent(), [scope(**BASE)], [pol], [], request, NOW)
+    assert decision.outcome == Outcome.DENY
+    assert decision.rule == "policy/p/match.when"
+    assert PATHOLOGICAL in decision.reason
+    assert "per-evaluation limit" in decision.reason

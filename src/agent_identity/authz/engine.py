@@ -32,7 +32,6 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
 from typing import Any
 
 from agent_identity.api import (
@@ -45,7 +44,7 @@ from agent_identity.api import (
     Phase,
 )
 from agent_identity.api.patterns import is_valid_action, matches, matches_any
-from agent_identity.authz.cel import CelError, compile_expression
+from agent_identity.authz.cel import DEFAULT_LIMIT, CelError, EvaluationLimit, compile_expression
 
 
 class Outcome(enum.StrEnum):
@@ -201,26 +200,21 @@ def _values(source: str, act: Mapping[str, Any]) -> str:
     return ", ".join(seen.values())
 
 
-_ROOTS = ("subject", "action", "resource", "context", "request")
-
-
-@lru_cache(maxsize=4096)
-def _roots(source: str) -> tuple[str, ...]:
-    """The variables an expression may read (a word match; over-inclusion is harmless)."""
-    return tuple(r for r in _ROOTS if re.search(rf"\b{r}\b", source))
-
-
 def _evaluate(
-    source: str, act: Mapping[str, Any], *, want_values: bool = False
+    source: str,
+    act: Mapping[str, Any],
+    limit: EvaluationLimit,
+    *,
+    want_values: bool = False,
 ) -> tuple[bool | None, str]:
     """(result, detail); result None when the expression failed, detail says why.
 
-    Only the variables the expression names are handed to CEL: converting the whole
-    activation (the request time above all) was most of an evaluation's cost.
+    Only the parts of the activation the expression reads are handed to CEL, and ``limit``
+    (the per-evaluation cost limit, see authz/cel.py) is checked on them before it runs: an
+    expression over it fails like any evaluation error, so the request is denied.
     """
     try:
-        used = {root: act[root] for root in _roots(source)}
-        result = compile_expression(source).evaluate(used)
+        result = compile_expression(source).evaluate(act, limit)
     except CelError as exc:
         return None, exc.message
     # The values read are shown in reasons; an allowing constraint needs none.
@@ -265,8 +259,13 @@ def decide(
     grants: Sequence[ApprovalRequest],
     request: Request,
     now: datetime,
+    *,
+    limit: EvaluationLimit = DEFAULT_LIMIT,
 ) -> Decision:
-    """Decide one request; ``grants`` are the agent's ApprovalRequests (any state)."""
+    """Decide one request; ``grants`` are the agent's ApprovalRequests (any state).
+
+    ``limit`` bounds each CEL evaluation (constraints and policy conditions).
+    """
     now = _aware(now)
     ref = agent_ref(agent)
     action = request.action
@@ -342,7 +341,7 @@ def decide(
             if matches_any(constraint.tools, action) is None:
                 continue
             rule = f"scope/{scope.metadata.name}/constraints[{i}]"
-            result, detail = _evaluate(constraint.when, act())
+            result, detail = _evaluate(constraint.when, act(), limit)
             if result is None:
                 lead = f"{constraint.message}: " if constraint.message else ""
                 return Decision(
@@ -374,7 +373,7 @@ def decide(
             continue
         name = policy.metadata.name
         if policy.spec.match.when is not None:
-            result, detail = _evaluate(policy.spec.match.when, act(), want_values=True)
+            result, detail = _evaluate(policy.spec.match.when, act(), limit, want_values=True)
             if result is None:
                 return Decision(
                     Outcome.DENY,
@@ -522,6 +521,8 @@ def search_actions(
     grants: Sequence[ApprovalRequest],
     request: Request,
     now: datetime,
+    *,
+    limit: EvaluationLimit = DEFAULT_LIMIT,
 ) -> list[tuple[str, Decision]]:
     """The concrete actions the agent may take now on the request's resource, with context.
 
@@ -539,7 +540,7 @@ def search_actions(
             context=request.context,
             caller=request.caller,
         )
-        decision = decide(agent, scopes, policies, grants, probe, now)
+        decision = decide(agent, scopes, policies, grants, probe, now, limit=limit)
         if decision.allowed:
             out.append((action, decision))
     return out
@@ -554,12 +555,18 @@ class Candidate:
 
 
 def search_subjects(
-    candidates: Iterable[Candidate], request: Request, now: datetime
+    candidates: Iterable[Candidate],
+    request: Request,
+    now: datetime,
+    *,
+    limit: EvaluationLimit = DEFAULT_LIMIT,
 ) -> list[tuple[Agent, Decision]]:
     """The agents that may take ``request.action`` on its resource now, in the given order."""
     out: list[tuple[Agent, Decision]] = []
     for cand in candidates:
-        decision = decide(cand.agent, cand.scopes, cand.policies, cand.grants, request, now)
+        decision = decide(
+            cand.agent, cand.scopes, cand.policies, cand.grants, request, now, limit=limit
+        )
         if decision.allowed:
             out.append((cand.agent, decision))
     return out
