@@ -20,7 +20,6 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ import pytest
 from agent_identity import __version__
 from agent_identity.client import AgentClient, DecisionAPIError
 from agent_identity.identity.token import TOKEN_FILE_PATH
-from tests.conftest import figure
+from tests.conftest import figure, wait_for
 
 PLUGIN = str(Path(sys.executable).with_name("kubectl-agent"))
 API = "agentidentity.io/v1alpha1"
@@ -45,17 +44,6 @@ AGENT_PROGRAM = (
 )
 GONE_WITHIN = 15.0  # suspend -> every pod object gone (the kubelet confirmed the kill)
 RETIRE_DENY_WITHIN = 1.0
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float, every: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
 class World:

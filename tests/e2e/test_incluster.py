@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ import pytest
 
 from agent_identity import __version__
 from agent_identity.devcluster import helm as helmlib
-from tests.conftest import TestCluster, figure
+from tests.conftest import TestCluster, figure, wait_for
 from tests.e2e.demo_support import NS as EXAMPLES_NS
 from tests.e2e.demo_support import apply_examples, assert_demo_story, delete_examples, run_demo
 
@@ -36,17 +36,6 @@ NS = helmlib.NAMESPACE
 DECISIONS_URL = f"https://{RELEASE}-decisions.{NS}.svc"
 
 pytestmark = pytest.mark.runs_first
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float, every: float = 0.25) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import figure
+from tests.conftest import figure, wait_for
 from tests.fixtures.admission import AdmissionProcess
 from tests.fixtures.operator import OperatorProcess
 
@@ -151,17 +151,6 @@ class World:
             and r.get("namespace") == self.ns
             and r.get("gen_ai.agent.name") == agent
         ]
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float, every: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
 def stays(what: str, check: Callable[[], bool], seconds: float) -> None:

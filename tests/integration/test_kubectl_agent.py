@@ -15,12 +15,12 @@ import os
 import ssl
 import subprocess
 import sys
-import time
 import urllib.request
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from tests.conftest import wait_for
 
 VENV_BIN = Path(sys.executable).parent
 PLUGIN = str(VENV_BIN / "kubectl-agent")
@@ -54,17 +54,6 @@ def apply(cluster: Any, namespace: str, docs: list[dict[str, Any]]) -> None:
     cluster.kubectl(
         "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs})
     )
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
 def agent_status(cluster: Any, namespace: str, name: str) -> dict[str, Any]:
