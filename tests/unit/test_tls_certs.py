@@ -12,7 +12,11 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from agent_identity import certs
-from agent_identity.admission.tls import ReloadableServingContext, make_serving_cert
+from agent_identity.admission.tls import (
+    CertificateFiles,
+    ReloadableServingContext,
+    make_serving_cert,
+)
 
 NOW = dt.datetime(2026, 12, 3, 12, 0, tzinfo=dt.UTC)
 
@@ -99,3 +103,33 @@ def test_reloadable_context_serves_the_latest_pair(tmp_path: Path) -> None:
         assert served[-1] == leaf  # the same context object now presents the new pair
     assert reloader.loads == 2 and served[0] != served[1]
     assert (tmp_path / "tls" / "tls.key").stat().st_mode & 0o077 == 0
+
+
+def test_certificate_files_renewed_in_place_are_served_without_a_restart(tmp_path: Path) -> None:
+    # cert-manager mode: the kubelet updates the mounted Secret's files after a renewal.
+    ca, ca_key = certs.make_ca("cm-ca", dt.timedelta(days=1))
+    client = ssl.create_default_context(cadata=certs.cert_pem(ca).decode())
+    cert_file, key_file = tmp_path / "tls.crt", tmp_path / "tls.key"
+
+    def write_pair() -> x509.Certificate:
+        leaf, key = certs.issue(
+            ca, ca_key, "hook", dt.timedelta(hours=1), dns_names=["hook.ns.svc"], server=True
+        )
+        cert_file.write_bytes(certs.cert_pem(leaf))
+        certs.write_private(key_file, certs.key_pem(key))
+        return leaf
+
+    first = write_pair()
+    files = CertificateFiles.open(cert_file, key_file)
+    assert _handshake(files.context, client, "hook.ns.svc") == first
+    assert files.reload_if_changed() is False  # nothing changed
+    renewed = write_pair()
+    assert files.reload_if_changed() is True
+    assert _handshake(files.context, client, "hook.ns.svc") == renewed
+    assert files.reload_if_changed() is False
+    # A half-written renewal (a new cert, the old key) is refused and retried later.
+    other, _ = certs.issue(ca, ca_key, "x", dt.timedelta(hours=1), dns_names=["x"], server=True)
+    cert_file.write_bytes(certs.cert_pem(other))
+    with contextlib.suppress(ssl.SSLError):
+        files.reload_if_changed()
+    assert _handshake(files.context, client, "hook.ns.svc") == renewed  # still the good pair

@@ -33,7 +33,7 @@ from agent_identity.admission.server import (
     add_health_routes,
     decision_app_factory,
 )
-from agent_identity.admission.tls import ServingCert, make_serving_cert
+from agent_identity.admission.tls import CertificateFiles, ServingCert, make_serving_cert
 from agent_identity.admission.watch import RegistryFeeder
 from agent_identity.admission.webhookconfig import DEFAULT_NAME, webhook_configurations
 from agent_identity.api.common import AGENT_LABEL
@@ -249,6 +249,7 @@ async def run(opts: Options) -> None:
     bridge_sock = _bind_near(bridge, decisions_port) if bridge else None
 
     managed_tls: SelfManagedTLS | None = None
+    cert_files: CertificateFiles | None = None
     if opts.dev:
         cert = make_serving_cert(
             Path(tempfile.mkdtemp(prefix="agent-identity-admission-")), [host, "localhost"]
@@ -274,7 +275,8 @@ async def run(opts: Options) -> None:
                 "--tls-cert-file and --tls-key-file (or --tls-secret) are required outside --dev"
             )
         cert = ServingCert(b"", Path(opts.tls_cert_file), Path(opts.tls_key_file))
-        tls = cert.ssl_context()
+        cert_files = CertificateFiles.open(cert.cert_file, cert.key_file)
+        tls = cert_files.context
     scheme = "http" if opts.dev else "https"
     decisions_url = opts.decisions_url or (
         f"http://{bridge}:{bridge_sock.getsockname()[1]}"
@@ -318,6 +320,7 @@ async def run(opts: Options) -> None:
 
     feeder = RegistryFeeder(registry, loop, make_client)
     feeder.start()
+    reloader = asyncio.create_task(_reload_certificates(cert_files)) if cert_files else None
     webhook_url = f"https://{host}:{webhook_port}"
     say(f"admission webhooks: serving {webhook_url}; metrics http://{host}:{metrics_port}/metrics")
 
@@ -358,10 +361,27 @@ async def run(opts: Options) -> None:
             await asyncio.to_thread(remove_webhooks, api, opts.webhook_name)
             say(f"webhooks removed: {opts.webhook_name}")
         feeder.stop()
+        if reloader is not None:
+            reloader.cancel()
         if managed_tls is not None:
             await managed_tls.close()
         for runner in runners:
             await runner.cleanup()
+
+
+# How often a serving pair renewed on disk (cert-manager) is looked for.
+CERT_RELOAD_INTERVAL = 30.0
+
+
+async def _reload_certificates(files: CertificateFiles) -> None:
+    """Load a pair cert-manager renewed in place into the live TLS context."""
+    while True:
+        await asyncio.sleep(CERT_RELOAD_INTERVAL)
+        try:
+            if files.reload_if_changed():
+                say(f"serving certificate reloaded from {files.cert_file}")
+        except (OSError, ssl.SSLError) as exc:  # half-written: the next round retries
+            log.warning("could not reload %s yet: %s", files.cert_file, exc)
 
 
 def main(opts: Options) -> None:

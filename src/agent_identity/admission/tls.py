@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ssl
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,3 +72,46 @@ class ReloadableServingContext:
         certs.write_private(key_file, key_pem)
         self.context.load_cert_chain(cert_file, key_file)
         self.loads += 1
+
+
+@dataclass
+class CertificateFiles:
+    """A serving pair on disk that someone else renews in place (cert-manager writes the
+    Secret, the kubelet updates the mounted files): ``reload_if_changed`` loads a new pair
+    into the live context, so the next handshakes present it; no restart needed."""
+
+    cert_file: Path
+    key_file: Path
+    context: ssl.SSLContext
+    _stamp: tuple[int, int, int, int] | None = None
+
+    @classmethod
+    def open(cls, cert_file: Path, key_file: Path) -> CertificateFiles:
+        files = cls(cert_file, key_file, ServingCert(b"", cert_file, key_file).ssl_context())
+        files._stamp = files._read_stamp()
+        return files
+
+    def _read_stamp(self) -> tuple[int, int, int, int] | None:
+        try:
+            c, k = self.cert_file.stat(), self.key_file.stat()
+        except OSError:
+            return None
+        return (c.st_mtime_ns, c.st_size, k.st_mtime_ns, k.st_size)
+
+    def reload_if_changed(self) -> bool:
+        """True when a changed pair was loaded. A half-written pair (cert and key not yet
+        matching) raises ssl.SSLError, leaves the live context as it was, and is retried
+        on the next call."""
+        stamp = self._read_stamp()
+        if stamp is None or stamp == self._stamp:
+            return False
+        # One consistent copy of the pair, checked in a scratch context first: a failed
+        # load_cert_chain would leave the live context with a certificate but no key.
+        with tempfile.TemporaryDirectory(prefix="agent-identity-tls-") as tmp:
+            cert_copy, key_copy = Path(tmp) / "tls.crt", Path(tmp) / "tls.key"
+            cert_copy.write_bytes(self.cert_file.read_bytes())
+            certs.write_private(key_copy, self.key_file.read_bytes())
+            ServingCert(b"", cert_copy, key_copy).ssl_context()
+            self.context.load_cert_chain(cert_copy, key_copy)
+        self._stamp = stamp
+        return True
