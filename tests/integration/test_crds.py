@@ -437,8 +437,17 @@ def test_api_server_rejects_invalid_objects(
 
 
 def _update(cluster: Any, namespace: str, body: dict[str, Any]) -> Any:
+    """Send ``body``'s spec as an update (the old object's spec replaced whole).
+
+    A JSON patch that replaces /spec, without resourceVersion: the session's operator or
+    decision API may write status or annotations between our read and this write, and a
+    full `kubectl replace` would then fail with a Conflict rather than say what we test.
+    """
+    kind = body["kind"].lower()
+    patch = json.dumps([{"op": "replace", "path": "/spec", "value": body["spec"]}])
+    name = body["metadata"]["name"]
     return cluster.kubectl(
-        "replace", "-n", namespace, "-f", "-", input=json.dumps(body), check=False
+        "patch", kind, name, "-n", namespace, "--type=json", "-p", patch, check=False
     )
 
 
