@@ -123,13 +123,11 @@ In another terminal:
   export PATH=$(dirname "$(command -v kubectl)"):\$PATH
   kubectl get agents,authorityscopes -A
   kubectl agent list -A                      # with $(pwd)/.venv/bin on PATH
-  kubectl agent can-i release-bot -n payments deploy.production service/payments-api \
-    --resource-prop env=production --context change_window=true
+  kubectl agent can-i release-bot -n payments deploy.production service/payments-api --resource-prop env=production --context change_window=true
 MSG
 if [ "$DEMO" = yes ]; then
   cat >&2 <<MSG
-  kubectl exec -n payments deploy/release-bot -- agent-identity check deploy.staging \
-    --resource service/payments-api --resource-prop env=staging
+  kubectl exec -n payments deploy/release-bot -- agent-identity check deploy.staging --resource service/payments-api --resource-prop env=staging
   kubectl agent suspend release-bot -n payments    # its pods are deleted within seconds
   kubectl agent resume release-bot -n payments
 MSG
