@@ -67,7 +67,7 @@ if [ "$RUN_MODE" = incluster ]; then
   # The chart brings its own roles for people (agentidentity-approver, ...).
   echo "== installing the Helm chart with the image built here (RUN_MODE=incluster)" >&2
   .venv/bin/python -m agent_identity.devcluster.helm install "$STATE_DIR"
-  AUDIT="(the operator's and admission pods' logs: kubectl logs -n agent-identity-system ...)"
+  LOGS_HINT="kubectl logs -n agent-identity-system deploy/agent-identity-operator (and deploy/agent-identity-admission); audit records are in those logs"
 else
 # --- section: operator and admission webhook as processes on this host ----------------
   # Who may approve (kubectl agent approve), who may evaluate, the decision API's readers.
@@ -134,7 +134,7 @@ MSG
 fi
 cat >&2 <<MSG
 
-Logs: $STATE_DIR/logs/ (operator.log, admission.log); audit records: $AUDIT.
+Logs: ${LOGS_HINT:-$STATE_DIR/logs/ (operator.log, admission.log); audit records: $AUDIT}.
 Press Ctrl-C to stop.
 MSG
 echo "KUBECONFIG=$KUBECONFIG"
