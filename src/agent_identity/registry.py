@@ -144,6 +144,16 @@ class Registry:
     def approval(self, namespace: str, name: str) -> ApprovalRequest | None:
         return self.approvals.get((namespace, name))
 
+    def sub_agents(self, namespace: str, parent: str | None = None) -> list[Agent]:
+        """Agents of ``namespace`` with a parentRef (to ``parent`` only, when given), by name."""
+        return [
+            a
+            for (ns, _), a in sorted(self.agents.items())
+            if ns == namespace
+            and a.spec.parent_ref is not None
+            and (parent is None or a.spec.parent_ref.name == parent)
+        ]
+
     def all_agents(self) -> list[Agent]:
         return [a for _, a in sorted(self.agents.items())]
 

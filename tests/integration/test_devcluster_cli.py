@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from agent_identity.devcluster.cluster import _pid_alive
 from tests.conftest import figure
 
 AI = str(Path(sys.executable).with_name("agent-identity"))
@@ -39,15 +40,6 @@ def _port_free(port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def _running(pid: int) -> bool:
-    """Alive and not a zombie (an exited process its new parent has not reaped yet)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def test_up_status_env_user_down(cluster: Any, tmp_path: Path) -> None:
@@ -108,7 +100,8 @@ def test_up_status_env_user_down(cluster: Any, tmp_path: Path) -> None:
     assert down.returncode == 0, down.stderr
     assert _ai("status", *sd).returncode == 1
     assert all(_port_free(p) for p in ports), ports
-    alive = [p for p in info["processes"].values() if _running(p)]
+    # zombie-aware, as devcluster itself judges "stopped"
+    alive = [p for p in info["processes"].values() if _pid_alive(p)]
     assert not alive, f"processes left running after down: {alive}"
     # A second down is harmless and says so.
     assert "not running" in _ai("down", *sd).stderr

@@ -167,12 +167,8 @@ def _validate_agent(
     if old_body is not None:
         # A parent that narrows its own authority (scopes, token TTL) must not leave a
         # sub-agent wider than itself: the same subset rule, seen from the parent.
-        for (child_ns, _), child in sorted(registry.agents.items()):
-            if child_ns != ns or child.spec.parent_ref is None:
-                continue
-            if child.spec.parent_ref.name != name or child.metadata.name == name:
-                continue
-            if effective_state(child, now).phase == Phase.RETIRED:
+        for child in registry.sub_agents(ns, parent=name):
+            if child.metadata.name == name or effective_state(child, now).phase == Phase.RETIRED:
                 continue
             child_scopes, _ = registry.scopes_of(child)
             problem = child_violation(child, child_scopes, agent, scopes)
@@ -299,9 +295,8 @@ def _validate_scope(
     # sub-agents: a scope change must not make a child wider than its parent
     confirm: list[Ref] = [("AuthorityScope", ns, name)]
     bound = set(registry.agents_bound_to(ns, name))
-    for (agent_ns, _), agent in sorted(registry.agents.items()):
-        if agent_ns != ns or agent.spec.parent_ref is None:
-            continue
+    for agent in registry.sub_agents(ns):
+        assert agent.spec.parent_ref is not None  # sub_agents has one
         parent = registry.agent(ns, agent.spec.parent_ref.name)
         if parent is None or (
             agent.metadata.name not in bound and parent.metadata.name not in bound

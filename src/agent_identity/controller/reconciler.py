@@ -73,10 +73,6 @@ class ReconcileError(RuntimeError):
     """Some children could not be applied; status says which; the trigger is retried."""
 
 
-def _phase(value: str | None) -> Phase | None:
-    return Phase(value) if value else None
-
-
 def identity_uri(cluster: str, namespace: str, name: str) -> str:
     return f"agent://{cluster}/{namespace}/{name}"
 
@@ -89,7 +85,7 @@ class Reconciler:
     applier: ChildApplier | None = None
     _locks: dict[tuple[str, str], threading.Lock] = field(default_factory=dict)
     _locks_guard: threading.Lock = field(default_factory=threading.Lock)
-    _phases: dict[tuple[str, str], str] = field(default_factory=dict)
+    _phases: dict[tuple[str, str], Phase] = field(default_factory=dict)
     _bindings: dict[tuple[str, str], int] = field(default_factory=dict)
     _metric_keys: set[tuple[str, str]] = field(default_factory=set)
     # For the without-owner and overdue gauges: agents held for their owner, and each
@@ -497,7 +493,7 @@ class Reconciler:
     ) -> None:
         key = (namespace, name)
         with self._locks_guard:
-            self._phases[key] = phase.value
+            self._phases[key] = phase
             self._bindings[key] = bindings
             if owner_missing:
                 self._owner_missing.add(key)
@@ -525,7 +521,7 @@ class Reconciler:
         clock calls it every round too, so an agent becomes overdue without an event."""
         now = now or datetime.now(UTC)
         with self._locks_guard:
-            counts = Counter((ns, ph) for (ns, _), ph in self._phases.items())
+            counts = Counter((ns, ph.value) for (ns, _), ph in self._phases.items())
             for key in self._metric_keys - set(counts):
                 AGENTS.labels(*key).set(0)
             for key, n in counts.items():
@@ -538,7 +534,7 @@ class Reconciler:
             overdue = Counter(
                 ns
                 for (ns, name), t in self._lifetimes.items()
-                if is_overdue(_phase(self._phases.get((ns, name))), t, now)
+                if is_overdue(self._phases.get((ns, name)), t, now)
             )
             for ns in {ns for ns, _ in self._metric_keys}:
                 SCOPE_BINDINGS.labels(ns).set(per_ns.get(ns, 0))
